@@ -1,0 +1,104 @@
+"""The array backend: the only module that knows CuPy and autograd exist.
+
+Every differentiable function in mini_gumbel asks ``xp = get_xp(*arrays)`` and then writes ``xp.exp``,
+``xp.matmul`` and so on, so the same source runs on
+
+* ``numpy``            -- plain CPU arrays (the default),
+* ``cupy``             -- GPU arrays, when the inputs already live on a CUDA device,
+* ``autograd.numpy``   -- when autograd is tracing the forward to check our hand-written backward.
+
+Nothing here imports CuPy or autograd: a CuPy array can only exist if CuPy was imported by the caller,
+and an autograd box only if autograd was, so we look for them in ``sys.modules``. Mixing NumPy and CuPy
+inputs is a ``TypeError`` rather than a silent host<->device copy.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+
+__all__ = ["get_xp", "to_numpy", "asarray_on", "is_cupy", "is_traced"]
+
+
+def _cupy_ndarray():
+    cp = sys.modules.get("cupy")
+    return None if cp is None else cp.ndarray
+
+
+def _autograd_box():
+    tracer = sys.modules.get("autograd.tracer")
+    return None if tracer is None else tracer.Box
+
+
+def is_cupy(a: Any) -> bool:
+    """True when ``a`` is a CuPy array (without importing CuPy)."""
+    nd = _cupy_ndarray()
+    return nd is not None and isinstance(a, nd)
+
+
+def is_traced(a: Any) -> bool:
+    """True when ``a`` is an autograd box, i.e. autograd is differentiating through it."""
+    box = _autograd_box()
+    return box is not None and isinstance(a, box)
+
+
+def get_xp(*arrays: Any):
+    """Return the array module for ``arrays``: ``numpy``, ``cupy`` or ``autograd.numpy``.
+
+    ``None`` and Python scalars are ignored. Raises ``TypeError`` when NumPy and CuPy arrays are mixed
+    (that would be a hidden device transfer). Autograd boxes win over NumPy arrays: a traced forward
+    must build its graph with ``autograd.numpy``.
+    """
+    has_cupy = has_numpy = has_box = False
+    for a in arrays:
+        if a is None or isinstance(a, (bool, int, float, complex)):
+            continue
+        if is_cupy(a):
+            has_cupy = True
+        elif is_traced(a):
+            has_box = True
+        elif isinstance(a, (np.ndarray, np.generic)):
+            has_numpy = True
+        else:
+            raise TypeError(
+                f"get_xp: argument of type {type(a).__name__!r} is not an array; "
+                "expected numpy.ndarray, cupy.ndarray or an autograd box"
+            )
+    if has_cupy and (has_numpy or has_box):
+        raise TypeError(
+            "get_xp: mixed NumPy and CuPy arrays; move every input to one device first "
+            "(mini_gumbel.backend.asarray_on)"
+        )
+    if has_cupy:
+        return sys.modules["cupy"]
+    if has_box:
+        return sys.modules["autograd.numpy"] if "autograd.numpy" in sys.modules else _import_anp()
+    return np
+
+
+def _import_anp():
+    import autograd.numpy as anp  # noqa: PLC0415 -- only reached while autograd is already tracing
+
+    return anp
+
+
+def to_numpy(a: Any) -> np.ndarray:
+    """Copy ``a`` to a NumPy array on the host (CuPy ``.get()``, autograd boxes unwrapped)."""
+    if is_cupy(a):
+        return a.get()
+    if is_traced(a):
+        return np.asarray(a._value)  # the value under the tracer; the graph is not needed here
+    return np.asarray(a)
+
+
+def asarray_on(a: Any, like: Any, dtype=None):
+    """Return ``a`` as an array on the same backend (and device) as ``like``.
+
+    This is the one explicit host->device entry point: the caller says where data should go.
+    """
+    if is_cupy(like):
+        cp = sys.modules["cupy"]
+        with cp.cuda.Device(like.device.id):
+            return cp.asarray(a, dtype=dtype)
+    return np.asarray(to_numpy(a), dtype=dtype)
