@@ -1,0 +1,356 @@
+"""Gumbel noise and relaxed top-K masks: the differentiable selection at the heart of Gumbel Reranking.
+
+Dimensions: B batch (any number of leading axes ``...``), N candidates, K kept documents.
+Scores ``w`` are (..., N); a score of ``-inf`` marks a padded candidate (never selected, zero gradient).
+
+Noise.  ``G = -log(-log U)``, ``U ~ Uniform[tiny, 1)``: a standard Gumbel, mean γ ≈ 0.5772, variance π²/6.
+``argmax_i (κ w_i + G_i)`` is a sample from ``p = softmax(κ w)`` (Gumbel-max), and the top-K of
+``κ w + G`` is an ordered sample of K items without replacement, ``P(i_1..i_K) = Π_j p_ij / (1 - Σ_{l<j} p_il)``.
+
+Three relaxed top-K masks ``M ∈ R^N`` behind one interface (``relaxed_topk_forward/backward``):
+
+* ``"max"`` (the paper's, L2X):  K independent noise rows G^(j) (..., K, N),
+      S^(j) = softmax((κ w + G^(j)) / τ),   M_i = max_j S^(j)_i.
+  0 < M_i < 1 and 1 ≤ Σ M ≤ K. As τ → 0, M → indicator of the union of K draws *with* replacement
+  (E[M_i] → 1 - (1 - p_i)^K); κ → ∞ collapses it to top-1. It never becomes an exact top-K.
+  Gradient: the max routes to the winning draw j*(i) (ties to the lowest j),
+      dw_l = (κ/τ) Σ_i g_i S^(j*)_i (δ_il - S^(j*)_l).
+* ``"iterative"`` (Xie & Ermon 2019): one noise row, α = κ w + G; for j = 1..K
+      a^(j) = softmax(α / τ),   α ← α + log(1 - a^(j));   M = Σ_j a^(j).
+  Σ M = K exactly, entries may exceed 1, and τ → 0 gives the exact K-hot of top-K(κ w + G).
+  log(1 - a) is computed as log1mexp(log_softmax(α/τ)), so an item whose a^(j) rounds to 1 gets α = -inf
+  (excluded for good) instead of a clamped, finite penalty that large score gaps overcome.
+* ``"st"`` (straight-through): forward is the exact hard top-K of κ w + G; backward is the gradient of
+  the iterative relaxation at the same noise, τ and κ.
+
+``noise=None`` switches the noise off: "max" becomes softmax(κ w / τ) (all K draws coincide),
+"iterative" and "st" run on α = κ w.
+
+Which mask to use: "max" stays in (0, 1) but sums to anything in [1, K]; "iterative" sums to exactly K but
+entries can exceed 1; "st" is exactly K-hot in the forward but its gradient is a surrogate's.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, NamedTuple, Optional
+
+import numpy as np
+
+from .backend import get_xp, is_cupy, is_traced, to_numpy
+
+__all__ = [
+    "METHODS",
+    "RelaxedTopKCache",
+    "gumbel_noise",
+    "topk_mask",
+    "relaxed_topk_forward",
+    "relaxed_topk_backward",
+]
+
+METHODS = ("max", "iterative", "st")
+_LOG_HALF = -math.log(2.0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# noise
+
+
+def gumbel_noise(shape, rng, *, xp=None, dtype=np.float64):
+    """Standard Gumbel noise ``G = -log(-log U)`` with ``U ~ Uniform[tiny(dtype), 1)``, always finite.
+
+    ``rng`` is a ``numpy.random.Generator`` (the draw happens on the host in float64, so NumPy and CuPy
+    runs see identical noise); ``xp=cupy`` moves the result to the current device. The whole computation
+    is in float64 and cast at the end: casting U first would round U = 1 - 2**-53 to 1.0 in float32 and
+    give G = -log(0) = inf.
+    """
+    dt = np.dtype(dtype)
+    if not np.issubdtype(dt, np.floating):
+        raise TypeError(f"gumbel_noise: dtype={dt} is not a floating dtype; expected e.g. numpy.float64 or numpy.float32")
+    if not callable(getattr(rng, "random", None)):
+        raise TypeError(
+            f"gumbel_noise: rng of type {type(rng).__name__!r} has no random(); expected a numpy.random.Generator "
+            "(numpy.random.default_rng(seed))"
+        )
+    try:
+        shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))
+    except (TypeError, ValueError):
+        raise TypeError(f"gumbel_noise: shape={shape!r} is not a tuple of ints") from None
+    if any(s < 0 for s in shape):
+        raise ValueError(f"gumbel_noise: shape={shape} has a negative size; expected sizes >= 0")
+    u = np.asarray(rng.random(shape), dtype=np.float64)  # (*shape,) in [0, 1)
+    # Keep U in [tiny(dtype), 1): U = 0 would give -log(0) = inf. The upper end is 1 - 2**-53, the largest
+    # float64 below 1, where -log(-log U) = 36.7, far inside every float range.
+    u = np.clip(u, np.finfo(dt).tiny, np.nextafter(1.0, 0.0))  # (*shape,)
+    g = (-np.log(-np.log(u))).astype(dt)  # (*shape,) in [-6.6, 36.8] for float64, [-4.5, 36.8] for float32
+    if xp is None or xp is np:
+        return g
+    if not callable(getattr(xp, "asarray", None)):
+        raise TypeError(f"gumbel_noise: xp={xp!r} is not an array module; expected numpy, cupy or None")
+    return xp.asarray(g)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# validation
+
+
+def _raw(a):
+    """The array under an autograd box (validation reads values, never builds graph nodes)."""
+    while is_traced(a):
+        a = a._value
+    return a
+
+
+def _check_k(k, n: int, fn: str) -> int:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"{fn}: k={k!r} of type {type(k).__name__}; expected an integer 1 <= k <= N={n}")
+    k = int(k)
+    if not 1 <= k <= n:
+        raise ValueError(f"{fn}: k={k} out of range; expected 1 <= k <= N={n} (the size of the last axis)")
+    return k
+
+
+def _check_positive(name: str, value, fn: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{fn}: {name}={value!r} of type {type(value).__name__}; expected a positive finite real number")
+    v = float(value)
+    if not (math.isfinite(v) and v > 0.0):
+        raise ValueError(f"{fn}: {name}={value!r}; expected a positive finite real number")
+    return v
+
+
+def _check_scores(scores, k, fn: str):
+    """Validate scores (..., N) and k; return (raw scores, xp of the raw array, k)."""
+    try:
+        get_xp(scores)
+    except TypeError:
+        raise TypeError(
+            f"{fn}: scores of type {type(scores).__name__!r}; expected a float numpy/cupy array of shape (..., N)"
+        ) from None
+    raw = _raw(scores)
+    if not (isinstance(raw, np.ndarray) or is_cupy(raw)):  # a NumPy scalar has no last axis
+        raw = np.asarray(raw)
+    if raw.ndim < 1:
+        raise ValueError(f"{fn}: scores has shape {raw.shape}; expected at least one axis (..., N)")
+    if not np.issubdtype(raw.dtype, np.floating):
+        raise TypeError(f"{fn}: scores has dtype {raw.dtype}; expected a floating dtype (float64 or float32)")
+    n = raw.shape[-1]
+    k = _check_k(k, n, fn)
+    rxp = get_xp(raw)
+    if raw.size:
+        if bool(rxp.any(rxp.isnan(raw))):
+            raise ValueError(f"{fn}: scores contain NaN; expected finite values, or -inf for padded candidates")
+        if bool(rxp.any(raw == rxp.inf)):
+            raise ValueError(f"{fn}: scores contain +inf; expected finite values, or -inf for padded candidates")
+        n_finite = int(rxp.min(rxp.sum(rxp.isfinite(raw), axis=-1)))
+        if n_finite < k:
+            raise ValueError(
+                f"{fn}: a row of scores has only {n_finite} finite entries with k={k}; expected at least k "
+                "non-padded (finite) candidates per row"
+            )
+    return raw, rxp, k
+
+
+def _check_noise(noise, raw_scores, k: int, method: str, fn: str):
+    if noise is None:
+        return
+    try:
+        get_xp(raw_scores, noise)
+    except TypeError as e:
+        raise TypeError(
+            f"{fn}: noise of type {type(noise).__name__!r} does not match scores of type "
+            f"{type(raw_scores).__name__!r} ({e}); expected an array on the same backend and device"
+        ) from None
+    raw = _raw(noise)
+    if not hasattr(raw, "shape"):
+        raise TypeError(f"{fn}: noise of type {type(noise).__name__!r}; expected an array or None")
+    want = raw_scores.shape[:-1] + (k, raw_scores.shape[-1]) if method == "max" else raw_scores.shape
+    if tuple(raw.shape) != tuple(want):
+        layout = "(..., K, N)" if method == "max" else "(..., N)"
+        raise ValueError(f"{fn}: noise has shape {tuple(raw.shape)}; expected {tuple(want)} = {layout} for method={method!r}")
+    if raw.dtype != raw_scores.dtype:
+        raise TypeError(f"{fn}: noise has dtype {raw.dtype}; expected the scores' dtype {raw_scores.dtype}")
+    rxp = get_xp(raw)
+    if raw.size and not bool(rxp.all(rxp.isfinite(raw))):
+        raise ValueError(f"{fn}: noise contains NaN or inf; expected finite Gumbel noise (gumbel_noise)")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# exact top-K
+
+
+def topk_mask(scores, k):
+    """Exact top-k 0/1 mask over the last axis: ``m_i = 1[rank(w_i) < k]``, same shape and dtype as scores.
+
+    Ties go to the lower index (a stable sort of -scores). Padding (-inf) is never selected: each row
+    needs at least k finite scores. Not differentiable (a piecewise-constant function of the scores).
+    """
+    raw, rxp, k = _check_scores(scores, k, "topk_mask")
+    order = rxp.argsort(-raw, axis=-1, kind="stable")  # (..., N) indices, best first
+    rank = rxp.argsort(order, axis=-1, kind="stable")  # (..., N) inverse permutation: rank of each item
+    return (rank < k).astype(raw.dtype)  # (..., N)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# relaxed top-K: forward
+
+
+class RelaxedTopKCache(NamedTuple):
+    """What the backward of ``relaxed_topk_forward`` needs (only the fields of the method are set)."""
+
+    method: str
+    k: int
+    tau: float
+    kappa: float
+    shape: tuple  # scores.shape (..., N)
+    S: Any = None  # "max": (..., K, N) the K Gumbel-softmax draws
+    win: Any = None  # "max": (..., K, N) 0/1, win[j, i] = 1 iff j = j*(i) = argmax_j S[j, i] (lowest j on ties)
+    a: Any = None  # "iterative"/"st": (K, ..., N) the per-step softmaxes a^(j)
+    log1m_a: Any = None  # "iterative"/"st": (K-1, ..., N) log(1 - a^(j)) for j < K (-inf where a^(j) == 1)
+
+
+def _log_softmax(z, xp):
+    """log softmax over the last axis; -inf entries stay -inf (their softmax is exactly 0)."""
+    zmax = xp.max(z, axis=-1, keepdims=True)  # (..., 1), finite: every row has a finite entry
+    zs = z - zmax  # (..., N) <= 0
+    return zs - xp.log(xp.sum(xp.exp(zs), axis=-1, keepdims=True))  # (..., N)
+
+
+def _log1mexp(x, xp):
+    """log(1 - exp(x)) for x <= 0, accurate everywhere (Mächler 2012); -inf at x = 0, 0 at x = -inf.
+
+    Both branches are evaluated on safe stand-in values so that no log(0) is ever computed (no warning,
+    and autograd sees a finite derivative on the branch where() discards).
+    """
+    near = x > _LOG_HALF  # (..., N) 1 - exp(x) < 1/2: use expm1 to keep the small difference
+    at_zero = x == 0.0  # (..., N) a == 1 exactly: log(0) = -inf
+    x_near = xp.where(near & ~at_zero, x, -0.5)  # (..., N) in (-log 2, 0)
+    x_far = xp.where(near, -1.0, x)  # (..., N) <= -log 2 (or -inf)
+    out = xp.where(near, xp.log(-xp.expm1(x_near)), xp.log1p(-xp.exp(x_far)))  # (..., N)
+    return xp.where(at_zero, -xp.inf, out)  # (..., N)
+
+
+def _max_forward(keys, tau, xp):
+    """keys (..., K, N) = κw + G^(j). S^(j) = softmax(keys^(j)/τ), M = max_j S^(j)."""
+    S = xp.exp(_log_softmax(keys / tau, xp))  # (..., K, N) each row sums to 1
+    M = xp.max(S, axis=-2)  # (..., N)
+    return M, S
+
+
+def _iterative_forward(alpha, k, tau, xp):
+    """alpha (..., N) = κw + G. a^(j) = softmax(α/τ), α ← α + log(1 - a^(j)), M = Σ_j a^(j)."""
+    a_steps, l1m_steps = [], []
+    M = None
+    for j in range(k):
+        logp = _log_softmax(alpha / tau, xp)  # (..., N) log a^(j)
+        a = xp.exp(logp)  # (..., N) a^(j), sums to 1
+        a_steps.append(a)
+        M = a if M is None else M + a  # (..., N)
+        if j < k - 1:  # the last update of α is never used
+            l1m = _log1mexp(logp, xp)  # (..., N) log(1 - a^(j)); -inf excludes an item whose a^(j) == 1
+            l1m_steps.append(l1m)
+            alpha = alpha + l1m  # (..., N)
+    return M, a_steps, l1m_steps
+
+
+def relaxed_topk_forward(scores, noise, k, *, tau, kappa=1.0, method="max"):
+    """Relaxed top-k mask M (..., N) of ``scores`` (..., N) under Gumbel ``noise``; returns (M, cache).
+
+    method "max":       M = max_j softmax((κ w + G^(j)) / τ), noise (..., K, N) or None.
+    method "iterative": M = Σ_j a^(j), a^(j) = softmax(α/τ), α ← α + log(1 - a^(j)), α₀ = κw + G, noise (..., N).
+    method "st":        M = topk_mask(κ w + G, k) (hard); the backward is the "iterative" one.
+    Padded candidates (score -inf) get M = 0 exactly; every row needs at least k finite scores.
+    """
+    fn = "relaxed_topk_forward"
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"{fn}: method={method!r}; expected one of {METHODS}")
+    raw, _, k = _check_scores(scores, k, fn)
+    tau = _check_positive("tau", tau, fn)
+    kappa = _check_positive("kappa", kappa, fn)
+    _check_noise(noise, raw, k, method, fn)
+    xp = get_xp(scores, noise)
+    shape = tuple(raw.shape)
+
+    if method == "max":
+        keys = kappa * scores[..., None, :]  # (..., 1, N): without noise the K draws coincide
+        if noise is not None:
+            keys = keys + noise  # (..., K, N)
+        M, S = _max_forward(keys, tau, xp)  # (..., N), (..., K|1, N)
+        # j*(i): the draw that wins the max for item i, lowest j on ties (argmax returns the first).
+        jstar = xp.argmax(_raw(S), axis=-2)  # (..., N)
+        rxp = get_xp(_raw(S))
+        win = (rxp.arange(_raw(S).shape[-2])[:, None] == jstar[..., None, :]).astype(raw.dtype)  # (..., K|1, N)
+        return M, RelaxedTopKCache(method, k, tau, kappa, shape, S=_raw(S), win=win)
+
+    alpha = kappa * scores if noise is None else kappa * scores + noise  # (..., N)
+    M, a_steps, l1m_steps = _iterative_forward(alpha, k, tau, xp)  # (..., N), K x (..., N), (K-1) x (..., N)
+    a_raw = get_xp(raw).stack([_raw(a) for a in a_steps])  # (K, ..., N)
+    l1m_raw = get_xp(raw).stack([_raw(x) for x in l1m_steps]) if l1m_steps else None  # (K-1, ..., N)
+    cache = RelaxedTopKCache(method, k, tau, kappa, shape, a=a_raw, log1m_a=l1m_raw)
+    if method == "iterative":
+        return M, cache
+    hard = topk_mask(_raw(alpha), k)  # (..., N) exact K-hot of κw + G
+    if is_traced(M):
+        # Straight-through for the autograd oracle: the value is `hard` exactly (x - x == 0 in floating
+        # point), the derivative is the relaxation's.
+        return hard + (M - to_numpy(M)), cache
+    return hard, cache
+
+
+# ----------------------------------------------------------------------------------------------------------
+# relaxed top-K: backward
+
+
+def _check_dmask(dmask, cache, fn: str):
+    if not isinstance(cache, RelaxedTopKCache):
+        raise TypeError(f"{fn}: cache of type {type(cache).__name__!r}; expected the RelaxedTopKCache from relaxed_topk_forward")
+    ref = cache.S if cache.method == "max" else cache.a
+    try:
+        get_xp(dmask, ref)
+    except TypeError:
+        raise TypeError(
+            f"{fn}: dmask of type {type(dmask).__name__!r}; expected an array on the forward's backend "
+            f"({type(ref).__name__})"
+        ) from None
+    if tuple(np.shape(dmask)) != cache.shape:
+        raise ValueError(f"{fn}: dmask has shape {tuple(np.shape(dmask))}; expected the mask's shape {cache.shape}")
+
+
+def relaxed_topk_backward(dmask, cache):
+    """dscores (..., N) from dmask = dL/dM (..., N); padded candidates get exactly 0.
+
+    "max": dw = (κ/τ) Σ_j [S^(j) ⊙ (g^(j) - <g^(j), S^(j)>)], g^(j)_i = dM_i 1[j = j*(i)];
+    "iterative"/"st": reverse-mode through the K steps of the iterative relaxation.
+    """
+    fn = "relaxed_topk_backward"
+    _check_dmask(dmask, cache, fn)
+    xp = get_xp(dmask)
+    if cache.method == "max":
+        S, win = cache.S, cache.win  # (..., K, N), (..., K, N)
+        # M = max(S, axis=-2): the gradient goes to the winning draw only
+        dS = win * dmask[..., None, :]  # (..., K, N)
+        # S = exp(log_softmax(keys / τ)): softmax backward, dz = S ⊙ (dS - <dS, S>)
+        dz = S * (dS - xp.sum(dS * S, axis=-1, keepdims=True))  # (..., K, N)
+        # keys = κ * scores[..., None, :] + noise, scaled by 1/τ
+        return (cache.kappa / cache.tau) * xp.sum(dz, axis=-2)  # (..., N)
+
+    a, l1m = cache.a, cache.log1m_a  # (K, ..., N), (K-1, ..., N)
+    inv_tau = 1.0 / cache.tau
+    dalpha = None  # dL/dα after step j; α after the last step is unused
+    for j in range(cache.k - 1, -1, -1):
+        aj = a[j]  # (..., N)
+        # a = exp(logp); M = M + a
+        dlogp = dmask * aj  # (..., N)
+        if dalpha is not None:
+            # alpha = alpha + l1m, l1m = log1mexp(logp): dl1m/dlogp = -a / (1 - a) = -a * exp(-l1m).
+            # Where a == 1 the forward set α = -inf; that item gets no gradient from later steps
+            # (its later softmax weight is exactly 0), so its term is 0, not 0 * inf.
+            lj = l1m[j]  # (..., N)
+            excluded = lj == -xp.inf  # (..., N)
+            coef = -aj * xp.exp(-xp.where(excluded, 0.0, lj))  # (..., N)
+            dlogp = dlogp + xp.where(excluded, 0.0, coef * dalpha)  # (..., N)
+        # logp = log_softmax(alpha / tau): dz = dlogp - a * Σ dlogp
+        dz = dlogp - aj * xp.sum(dlogp, axis=-1, keepdims=True)  # (..., N)
+        dalpha = dz * inv_tau if dalpha is None else dalpha + dz * inv_tau  # (..., N)
+    # alpha = kappa * scores + noise
+    return cache.kappa * dalpha  # (..., N)
