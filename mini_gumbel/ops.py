@@ -1,0 +1,481 @@
+"""Transformer primitives as forward/backward pairs (llm.c style), written once for NumPy, CuPy and autograd.
+
+Every ``x_forward(...)`` returns ``(out, cache)`` with a small NamedTuple cache; every ``x_backward(dout, cache)``
+returns fresh gradients and quotes, in a comment, the forward line it inverts. Forwards only use functions
+in the NumPy ∩ CuPy subset through ``xp = get_xp(...)`` and never write into arrays, so ``autograd`` can
+differentiate the very same code (the tests use it as an oracle). Backwards that feed a frozen model take
+``param_grads=False`` and then skip every parameter gradient (returned as ``None``).
+
+Dimension letters: B batch, N documents, L tokens per document (encoder sequence), S = N*L key tokens,
+T query tokens, C width, H heads, Dh = C/H head width, V vocabulary, M any flattened leading dims.
+
+The one non-standard op is cross-attention with a document mask ``M`` (B, N), Differentiable Masked
+Attention (METHOD.md §6):  a_u = M_doc(u) exp(s_u) / Σ_v M_doc(v) exp(s_v). It is computed multiplicatively
+(never as ``s + log M``) so that the mask gradient
+
+    dL/dM_i = (1/Z) Σ_{u∈d_i} e_u (ḡ_u − Σ_v ḡ_v a_v),   e_u = exp(s_u − max), Z = Σ_v M_doc(v) e_v
+
+is finite at M_i = 0. Key padding is a hard −inf on the logits whatever M is.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from .backend import get_xp, is_traced
+
+__all__ = [
+    "embedding_forward", "embedding_backward", "linear_forward", "linear_backward",
+    "layernorm_forward", "layernorm_backward", "gelu_forward", "gelu_backward",
+    "softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
+    "attention_forward", "attention_backward", "self_attention_forward", "self_attention_backward",
+    "cross_kv_forward", "cross_kv_backward", "cross_attention_forward", "cross_attention_backward",
+    "mlp_forward", "mlp_backward", "cross_entropy_forward", "cross_entropy_backward",
+    "split_heads", "merge_heads", "AttnRecord",
+]
+
+_GELU_C = math.sqrt(2.0 / math.pi)
+_GELU_A = 0.044715
+
+
+def _value(a):
+    """The array under an autograd box (a constant to the tracer); ``a`` itself otherwise.
+
+    Used for the max subtracted before ``exp``: the result does not depend on it, so treating it as a
+    constant is exact and saves the tracer a max-VJP.
+    """
+    while is_traced(a):
+        a = a._value
+    return a
+
+
+# ---------------------------------------------------------------------------------------------------------
+# embedding: out = W[ids]
+
+
+class EmbeddingCache(NamedTuple):
+    ids: object  # (...,) int
+    V: int
+
+
+def embedding_forward(ids, W):
+    """out[..., :] = W[ids[...]]   ids (...) int, W (V, C) -> (..., C)."""
+    out = W[ids]  # (..., C)
+    return out, EmbeddingCache(ids, W.shape[0])
+
+
+def embedding_backward(dout, cache):
+    """dW = onehot(ids)ᵀ @ dout: a matmul instead of a scatter-add (np.add.at is not in the CuPy subset)."""
+    xp = get_xp(dout)
+    C = dout.shape[-1]
+    flat = xp.reshape(xp.asarray(cache.ids), (-1,))  # (M,)
+    # out = W[ids]
+    onehot = (flat[:, None] == xp.arange(cache.V)[None, :]).astype(dout.dtype)  # (M, V)
+    return onehot.T @ xp.reshape(dout, (-1, C))  # (V, C)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# linear: out = x @ W + b, always as one 2-D GEMM over the flattened leading dims
+
+
+class LinearCache(NamedTuple):
+    x2: object  # (M, Cin)
+    W: object  # (Cin, Cout)
+    has_b: bool
+    lead: tuple
+
+
+def linear_forward(x, W, b=None):
+    """out = x @ W + b   x (..., Cin), W (Cin, Cout), b (Cout,) or None -> (..., Cout)."""
+    xp = get_xp(x, W, b)
+    lead = tuple(x.shape[:-1])
+    x2 = xp.reshape(x, (-1, x.shape[-1]))  # (M, Cin)
+    out = x2 @ W  # (M, Cout)
+    if b is not None:
+        out = out + b  # (M, Cout)
+    return xp.reshape(out, lead + (W.shape[1],)), LinearCache(x2, W, b is not None, lead)
+
+
+def linear_backward(dout, cache, *, param_grads=True, need_dx=True):
+    """Returns (dx, dW, db); dW, db are None when param_grads=False (db None also without a bias)."""
+    xp = get_xp(dout)
+    d2 = xp.reshape(dout, (-1, dout.shape[-1]))  # (M, Cout)
+    dx = dW = db = None
+    if need_dx:
+        # out = x2 @ W
+        dx = xp.reshape(d2 @ cache.W.T, cache.lead + (cache.W.shape[0],))  # (..., Cin)
+    if param_grads:
+        dW = cache.x2.T @ d2  # (Cin, Cout)
+        if cache.has_b:
+            # out = out + b
+            db = xp.sum(d2, axis=0)  # (Cout,)
+    return dx, dW, db
+
+
+# ---------------------------------------------------------------------------------------------------------
+# layer norm over the last axis
+
+
+class LayerNormCache(NamedTuple):
+    xhat: object  # (..., C)
+    rstd: object  # (..., 1)
+    g: object  # (C,)
+
+
+def layernorm_forward(x, g, b, eps=1e-5):
+    """out = (x − mean) / sqrt(var + eps) * g + b over the last axis   x (..., C) -> (..., C)."""
+    xp = get_xp(x, g, b)
+    mu = xp.mean(x, axis=-1, keepdims=True)  # (..., 1)
+    xc = x - mu  # (..., C)
+    var = xp.mean(xc * xc, axis=-1, keepdims=True)  # (..., 1)
+    rstd = 1.0 / xp.sqrt(var + eps)  # (..., 1)
+    xhat = xc * rstd  # (..., C)
+    return xhat * g + b, LayerNormCache(xhat, rstd, g)
+
+
+def layernorm_backward(dout, cache, *, param_grads=True):
+    """Returns (dx, dg, db)."""
+    xp = get_xp(dout)
+    xhat, rstd, g = cache
+    dg = db = None
+    if param_grads:
+        C = dout.shape[-1]
+        d2, x2 = xp.reshape(dout, (-1, C)), xp.reshape(xhat, (-1, C))  # (M, C)
+        # out = xhat * g + b
+        dg = xp.sum(d2 * x2, axis=0)  # (C,)
+        db = xp.sum(d2, axis=0)  # (C,)
+    dxhat = dout * g  # (..., C)
+    # xhat = (x − mu) * rstd, mu and rstd functions of x: the usual three-term formula
+    dx = rstd * (dxhat - xp.mean(dxhat, axis=-1, keepdims=True)
+                 - xhat * xp.mean(dxhat * xhat, axis=-1, keepdims=True))  # (..., C)
+    return dx, dg, db
+
+
+# ---------------------------------------------------------------------------------------------------------
+# GELU, tanh approximation
+
+
+class GeluCache(NamedTuple):
+    x: object
+    t: object  # tanh(c (x + a x³))
+
+
+def gelu_forward(x):
+    """out = 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))."""
+    xp = get_xp(x)
+    t = xp.tanh(_GELU_C * (x + _GELU_A * x * x * x))  # (...)
+    return 0.5 * x * (1.0 + t), GeluCache(x, t)
+
+
+def gelu_backward(dout, cache):
+    x, t = cache
+    # out = 0.5 x (1 + t),  t = tanh(u),  u = c (x + a x³)
+    dudx = _GELU_C * (1.0 + 3.0 * _GELU_A * x * x)  # (...)
+    return dout * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dudx)  # (...)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# softmax and log-softmax over the last axis
+
+
+class SoftmaxCache(NamedTuple):
+    y: object  # softmax(x)
+
+
+def softmax_forward(x):
+    """y = exp(x − max) / Σ exp(x − max) over the last axis; −inf entries get probability 0."""
+    xp = get_xp(x)
+    e = xp.exp(x - xp.max(_value(x), axis=-1, keepdims=True))  # (..., V)
+    y = e / xp.sum(e, axis=-1, keepdims=True)  # (..., V)
+    return y, SoftmaxCache(y)
+
+
+def softmax_backward(dy, cache):
+    xp = get_xp(dy)
+    y = cache.y
+    # y = e / Σ e  ->  dx = y (dy − Σ dy y)
+    return y * (dy - xp.sum(dy * y, axis=-1, keepdims=True))  # (..., V)
+
+
+class LogSoftmaxCache(NamedTuple):
+    p: object  # softmax(x)
+
+
+def log_softmax_forward(x):
+    """y = x − max − log Σ exp(x − max) over the last axis."""
+    xp = get_xp(x)
+    z = x - xp.max(_value(x), axis=-1, keepdims=True)  # (..., V)
+    e = xp.exp(z)  # (..., V)
+    s = xp.sum(e, axis=-1, keepdims=True)  # (..., 1)
+    return z - xp.log(s), LogSoftmaxCache(e / s)
+
+
+def log_softmax_backward(dy, cache):
+    xp = get_xp(dy)
+    # y = z − log Σ exp z  ->  dx = dy − p Σ dy
+    return dy - cache.p * xp.sum(dy, axis=-1, keepdims=True)  # (..., V)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# scaled dot-product attention on split heads, with key padding, causal mask and a DMA document mask
+
+
+class AttentionCache(NamedTuple):
+    q: object  # (B, H, T, Dh), already scaled by 1/√Dh
+    k: object  # (B, H, S, Dh)
+    v: object  # (B, H, S, Dh)
+    a: object  # (B, H, T, S) attention probabilities
+    e: object  # (B, H, T, S) exp(s − max), 0 where masked; None without a document mask
+    Z: object  # (B, H, T, 1) Σ_v M_doc(v) e_v; None without a document mask
+    scale: float
+    n_docs: int  # N, 0 without a document mask
+    s: object  # (B, H, T, S) pre-softmax logits (key padding not applied)
+
+
+def attention_forward(q, k, v, *, key_pad=None, causal=False, doc_mask=None):
+    """out = a @ v with a_u ∝ M_doc(u) exp(q·k_u / √Dh) over the unmasked keys u.
+
+    q (B, H, T, Dh); k, v (B, H, S, Dh); key_pad (B, S) bool, True = padding (never attended);
+    causal: query t sees keys u ≤ t + S − T; doc_mask (B, N) ≥ 0 with S = N·L, document i owning keys
+    i·L .. (i+1)·L − 1. Every query must keep at least one unpadded key with M > 0.
+    """
+    xp = get_xp(q, k, v, doc_mask)
+    B, H, T, Dh = q.shape
+    S = k.shape[2]
+    scale = 1.0 / math.sqrt(Dh)
+    qs = q * scale  # (B, H, T, Dh)
+    s = xp.matmul(qs, xp.swapaxes(k, -1, -2))  # (B, H, T, S)
+    valid = None
+    if key_pad is not None:
+        valid = ~xp.reshape(xp.asarray(_value(key_pad), dtype=bool), (B, 1, 1, S))  # (B, 1, 1, S)
+    if causal:
+        cm = xp.tril(xp.ones((T, S), dtype=bool), k=S - T)  # (T, S)
+        valid = cm if valid is None else valid & cm  # (B, 1, T, S)
+    z = s if valid is None else xp.where(valid, s, -xp.inf)  # (B, H, T, S)
+    if doc_mask is None:
+        e = xp.exp(z - xp.max(_value(z), axis=-1, keepdims=True))  # (B, H, T, S)
+        a = e / xp.sum(e, axis=-1, keepdims=True)  # (B, H, T, S)
+        out = xp.matmul(a, v)  # (B, H, T, Dh)
+        return out, AttentionCache(qs, k, v, a, None, None, scale, 0, s)
+    N = doc_mask.shape[1]
+    L = S // N
+    tok = xp.reshape(doc_mask[:, :, None] * xp.ones((1, 1, L), dtype=q.dtype), (B, 1, 1, S))  # (B, 1, 1, S)
+    # the max over keys that can carry weight (M > 0): any constant works, this one cannot underflow Z
+    zmax = xp.where(_value(tok) > 0, _value(z), -xp.inf)  # (B, H, T, S)
+    e = xp.exp(z - xp.max(zmax, axis=-1, keepdims=True))  # (B, H, T, S)
+    w = e * tok  # (B, H, T, S)
+    Z = xp.sum(w, axis=-1, keepdims=True)  # (B, H, T, 1)
+    a = w / Z  # (B, H, T, S)
+    out = xp.matmul(a, v)  # (B, H, T, Dh)
+    return out, AttentionCache(qs, k, v, a, e, Z, scale, N, s)
+
+
+def attention_backward(dout, cache, *, need_kv=True):
+    """Returns (dq, dk, dv, ddoc_mask); dk, dv are None when need_kv=False, ddoc_mask None without a mask."""
+    xp = get_xp(dout)
+    qs, k, v, a, e, Z, scale, N = cache[:8]
+    # out = a @ v
+    da = xp.matmul(dout, xp.swapaxes(v, -1, -2))  # (B, H, T, S)  ḡ
+    dv = xp.matmul(xp.swapaxes(a, -1, -2), dout) if need_kv else None  # (B, H, S, Dh)
+    r = xp.sum(da * a, axis=-1, keepdims=True)  # (B, H, T, 1)  Σ_v ḡ_v a_v
+    # a = w / Z with w = M_doc e  ->  dL/dw_u = (ḡ_u − r) / Z ;  e = exp(s − max)  ->  ds = dw · w = a (ḡ − r)
+    dc = da - r  # (B, H, T, S)
+    ds = a * dc  # (B, H, T, S); 0 on padded / masked keys since a = 0 there
+    ddoc = None
+    if N:
+        B, S = a.shape[0], a.shape[-1]
+        # w = e * tok  ->  dtok_u = Σ_{h,t} e_u (ḡ_u − r) / Z   (finite at M = 0: no division by M)
+        dtok = xp.sum(xp.reshape(e * (dc / Z), (B, -1, S)), axis=1)  # (B, S)
+        ddoc = xp.sum(xp.reshape(dtok, (B, N, S // N)), axis=-1)  # (B, N)
+    # s = (q * scale) @ kᵀ
+    dq = xp.matmul(ds, k) * scale  # (B, H, T, Dh)
+    dk = xp.matmul(xp.swapaxes(ds, -1, -2), qs) if need_kv else None  # (B, H, S, Dh)
+    return dq, dk, dv, ddoc
+
+
+def split_heads(x, n_heads):
+    """(M, L, C) -> (M, H, L, Dh)."""
+    xp = get_xp(x)
+    M, L, C = x.shape
+    return xp.transpose(xp.reshape(x, (M, L, n_heads, C // n_heads)), (0, 2, 1, 3))
+
+
+def merge_heads(x):
+    """(M, H, L, Dh) -> (M, L, C)."""
+    xp = get_xp(x)
+    M, H, L, Dh = x.shape
+    return xp.reshape(xp.transpose(x, (0, 2, 1, 3)), (M, L, H * Dh))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# multi-head self-attention: params {"Wqkv" (C, 3C), "bqkv" (3C,), "Wo" (C, C), "bo" (C,)}
+
+
+class SelfAttentionCache(NamedTuple):
+    qkv: LinearCache
+    att: AttentionCache
+    proj: LinearCache
+    n_heads: int
+
+
+def self_attention_forward(x, p, n_heads, *, key_pad=None, causal=False):
+    """out = merge(attention(split(x Wq), split(x Wk), split(x Wv))) Wo + bo   x (M, L, C) -> (M, L, C)."""
+    xp = get_xp(x, p["Wqkv"])
+    M, L, C = x.shape
+    Dh = C // n_heads
+    qkv, c_qkv = linear_forward(x, p["Wqkv"], p["bqkv"])  # (M, L, 3C)
+    qkv5 = xp.transpose(xp.reshape(qkv, (M, L, 3, n_heads, Dh)), (2, 0, 3, 1, 4))  # (3, M, H, L, Dh)
+    y, c_att = attention_forward(qkv5[0], qkv5[1], qkv5[2], key_pad=key_pad, causal=causal)  # (M, H, L, Dh)
+    out, c_proj = linear_forward(merge_heads(y), p["Wo"], p["bo"])  # (M, L, C)
+    return out, SelfAttentionCache(c_qkv, c_att, c_proj, n_heads)
+
+
+def self_attention_backward(dout, cache, *, param_grads=True):
+    """Returns (dx, dp) with dp None when param_grads=False."""
+    xp = get_xp(dout)
+    M, L, C = dout.shape
+    # out = merge(y) @ Wo + bo
+    dy, dWo, dbo = linear_backward(dout, cache.proj, param_grads=param_grads)  # (M, L, C)
+    dq, dk, dv = attention_backward(split_heads(dy, cache.n_heads), cache.att)[:3]  # (M, H, L, Dh) each
+    # qkv5 = transpose(reshape(qkv, (M, L, 3, H, Dh)), (2, 0, 3, 1, 4))
+    dqkv = xp.reshape(xp.transpose(xp.stack([dq, dk, dv]), (1, 3, 0, 2, 4)), (M, L, 3 * C))  # (M, L, 3C)
+    dx, dWqkv, dbqkv = linear_backward(dqkv, cache.qkv, param_grads=param_grads)  # (M, L, C)
+    dp = {"Wqkv": dWqkv, "bqkv": dbqkv, "Wo": dWo, "bo": dbo} if param_grads else None
+    return dx, dp
+
+
+# ---------------------------------------------------------------------------------------------------------
+# multi-head cross-attention with DMA. Keys/values of the encoder memory are projected once
+# (cross_kv_forward, reused by every decoding step); params {"Wq", "bq", "Wkv" (C, 2C), "bkv", "Wo", "bo"}
+
+
+class CrossKVCache(NamedTuple):
+    kv: LinearCache
+    n_heads: int
+
+
+def cross_kv_forward(mem, p, n_heads):
+    """(k, v) = split(mem Wk + bk), split(mem Wv + bv)   mem (B, S, C) -> two (B, H, S, Dh)."""
+    xp = get_xp(mem, p["Wkv"])
+    B, S, C = mem.shape
+    kv, c_kv = linear_forward(mem, p["Wkv"], p["bkv"])  # (B, S, 2C)
+    kv5 = xp.transpose(xp.reshape(kv, (B, S, 2, n_heads, C // n_heads)), (2, 0, 3, 1, 4))  # (2, B, H, S, Dh)
+    return (kv5[0], kv5[1]), CrossKVCache(c_kv, n_heads)
+
+
+def cross_kv_backward(dk, dv, cache, *, param_grads=True):
+    """Returns (dmem, dp) with dp = {"Wkv", "bkv"} (None when param_grads=False)."""
+    xp = get_xp(dk, dv)
+    B, H, S, Dh = dk.shape
+    # kv5 = transpose(reshape(kv, (B, S, 2, H, Dh)), (2, 0, 3, 1, 4))
+    dkv = xp.reshape(xp.transpose(xp.stack([dk, dv]), (1, 3, 0, 2, 4)), (B, S, 2 * H * Dh))  # (B, S, 2C)
+    dmem, dW, db = linear_backward(dkv, cache.kv, param_grads=param_grads)  # (B, S, C)
+    return dmem, ({"Wkv": dW, "bkv": db} if param_grads else None)
+
+
+class AttnRecord(NamedTuple):
+    """What attention-distillation baselines read from one cross-attention layer."""
+    probs: object  # (B, H, T, S) attention probabilities (DMA applied)
+    scores: object  # (B, H, T, S) pre-softmax logits q·k/√Dh (key padding and mask not applied)
+    value_norms: object  # (B, H, S) ‖v_u‖ per head
+
+
+class CrossAttentionCache(NamedTuple):
+    q: LinearCache
+    att: AttentionCache
+    proj: LinearCache
+    n_heads: int
+
+
+def cross_attention_forward(x, kv, p, n_heads, *, key_pad=None, doc_mask=None):
+    """out = merge(DMA-attention(split(x Wq + bq), k, v)) Wo + bo   x (B, T, C), kv from cross_kv_forward."""
+    q, c_q = linear_forward(x, p["Wq"], p["bq"])  # (B, T, C)
+    y, c_att = attention_forward(split_heads(q, n_heads), kv[0], kv[1],
+                                 key_pad=key_pad, doc_mask=doc_mask)  # (B, H, T, Dh)
+    out, c_proj = linear_forward(merge_heads(y), p["Wo"], p["bo"])  # (B, T, C)
+    return out, CrossAttentionCache(c_q, c_att, c_proj, n_heads)
+
+
+def cross_attention_record(cache):
+    """AttnRecord of a cross-attention forward (no gradient flows through it)."""
+    xp = get_xp(cache.att.v)
+    v = cache.att.v
+    return AttnRecord(cache.att.a, cache.att.s, xp.sqrt(xp.sum(v * v, axis=-1)))
+
+
+def cross_attention_backward(dout, cache, *, param_grads=True):
+    """Returns (dx, dk, dv, dp, ddoc_mask). With param_grads=False: dk = dv = dp = None (frozen reader)."""
+    # out = merge(y) @ Wo + bo
+    dy, dWo, dbo = linear_backward(dout, cache.proj, param_grads=param_grads)  # (B, T, C)
+    dq, dk, dv, ddoc = attention_backward(split_heads(dy, cache.n_heads), cache.att, need_kv=param_grads)
+    # q = x @ Wq + bq
+    dx, dWq, dbq = linear_backward(merge_heads(dq), cache.q, param_grads=param_grads)  # (B, T, C)
+    dp = {"Wq": dWq, "bq": dbq, "Wo": dWo, "bo": dbo} if param_grads else None
+    return dx, dk, dv, dp, ddoc
+
+
+# ---------------------------------------------------------------------------------------------------------
+# MLP: params {"W1" (C, F), "b1", "W2" (F, C), "b2"}
+
+
+class MLPCache(NamedTuple):
+    fc: LinearCache
+    act: GeluCache
+    proj: LinearCache
+
+
+def mlp_forward(x, p):
+    """out = gelu(x W1 + b1) W2 + b2."""
+    h, c1 = linear_forward(x, p["W1"], p["b1"])  # (..., F)
+    g, c2 = gelu_forward(h)  # (..., F)
+    out, c3 = linear_forward(g, p["W2"], p["b2"])  # (..., C)
+    return out, MLPCache(c1, c2, c3)
+
+
+def mlp_backward(dout, cache, *, param_grads=True):
+    """Returns (dx, dp)."""
+    dg, dW2, db2 = linear_backward(dout, cache.proj, param_grads=param_grads)  # (..., F)
+    dh = gelu_backward(dg, cache.act)  # (..., F)
+    dx, dW1, db1 = linear_backward(dh, cache.fc, param_grads=param_grads)  # (..., C)
+    return dx, ({"W1": dW1, "b1": db1, "W2": dW2, "b2": db2} if param_grads else None)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# cross-entropy over answer tokens with padding
+
+
+class CrossEntropyCache(NamedTuple):
+    logprobs: object  # (B, T) log p(target_t), 0 where the target is padding
+    nll: object  # (B,) per-example mean NLL over non-pad targets
+    p: object  # (B, T, V) softmax(logits)
+    onehot: object  # (B, T, V)
+    weight: object  # (B, T) valid_t / (count_b · B): d loss / d(−logprob_t)
+
+
+def cross_entropy_forward(logits, targets, *, pad_id=0):
+    """loss = mean_b [ −(1/|t: y_bt ≠ pad|) Σ_{t: y_bt ≠ pad} log softmax(logits_bt)[y_bt] ]
+
+    logits (B, T, V), targets (B, T) int. Rows with no target at all contribute 0.
+    Returns (loss, cache) with cache.logprobs (B, T) and cache.nll (B,).
+    """
+    xp = get_xp(logits)
+    B, T, V = logits.shape
+    targets = xp.asarray(_value(targets))
+    lp, c_ls = log_softmax_forward(logits)  # (B, T, V)
+    onehot = (targets[..., None] == xp.arange(V)).astype(logits.dtype)  # (B, T, V)
+    valid = (targets != pad_id).astype(logits.dtype)  # (B, T)
+    tok = xp.sum(lp * onehot, axis=-1) * valid  # (B, T)
+    count = xp.maximum(xp.sum(valid, axis=-1), 1.0)  # (B,)
+    nll = -xp.sum(tok, axis=-1) / count  # (B,)
+    loss = xp.mean(nll)  # ()
+    weight = valid / (count[:, None] * B)  # (B, T)
+    return loss, CrossEntropyCache(tok, nll, c_ls.p, onehot, weight)
+
+
+def cross_entropy_backward(dloss, cache):
+    """dlogits (B, T, V)."""
+    # loss = mean_b nll_b,  nll_b = −Σ_t valid_bt lp[y_bt] / count_b,  lp = log_softmax(logits)
+    w = (dloss * cache.weight)[..., None]  # (B, T, 1)
+    return w * (cache.p - cache.onehot)  # (B, T, V)

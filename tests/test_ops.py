@@ -1,0 +1,322 @@
+"""Every primitive in mini_gumbel.ops: directional finite differences (loss = sum(out * R)) in float64,
+autograd of the same forward as a second oracle, and the DMA properties of METHOD.md §6."""
+import numpy as np
+import pytest
+from autograd import grad
+
+from mini_gumbel import ops
+from mini_gumbel.gradcheck import directional_check, jacobian_check, probe, rel_error
+
+TOL = 1e-6
+
+
+def _check(fwd, bwd, inputs, rng, *, mask=None):
+    """fwd(dict) -> out; bwd(R, cache) -> dict of grads for (some of) the inputs."""
+    out, cache = fwd(inputs)
+    R = probe(np.shape(out), rng)
+    grads = bwd(R, cache)
+    res = directional_check(lambda d: np.sum(fwd(d)[0] * R), inputs, grads, rng=rng, mask=mask)
+    assert res.rel_error < TOL, res
+    # autograd of the same forward
+    for k, g in grads.items():
+        def f(x, k=k):
+            d = dict(inputs)
+            d[k] = x
+            return ops_sum(fwd(d)[0] * R)
+        ga = grad(f)(inputs[k])
+        # relative, with an absolute floor for gradients that are exactly 0 (one unmasked key)
+        assert np.linalg.norm(ga - g) <= 1e-10 * max(np.linalg.norm(g), 1e-4), (k, rel_error(ga, g))
+    return grads
+
+
+def ops_sum(x):
+    import autograd.numpy as anp
+    return anp.sum(x)
+
+
+SHAPES = [(1, 1, 4), (1, 3, 5), (2, 3, 6)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_linear(shape, rng):
+    C, F = shape[-1], 7
+    inp = {"x": rng.standard_normal(shape), "W": rng.standard_normal((C, F)), "b": rng.standard_normal(F)}
+
+    def bwd(R, c):
+        dx, dW, db = ops.linear_backward(R, c)
+        return {"x": dx, "W": dW, "b": db}
+
+    _check(lambda d: ops.linear_forward(d["x"], d["W"], d["b"]), bwd, inp, rng)
+    # no bias, frozen: only dx
+    out, c = ops.linear_forward(inp["x"], inp["W"])
+    dx, dW, db = ops.linear_backward(np.ones_like(out), c, param_grads=False)
+    assert dW is None and db is None and dx.shape == shape
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_layernorm(shape, rng):
+    C = shape[-1]
+    inp = {"x": rng.standard_normal(shape) * 3 + 1, "g": rng.standard_normal(C), "b": rng.standard_normal(C)}
+
+    def bwd(R, c):
+        dx, dg, db = ops.layernorm_backward(R, c)
+        return {"x": dx, "g": dg, "b": db}
+
+    _check(lambda d: ops.layernorm_forward(d["x"], d["g"], d["b"]), bwd, inp, rng)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_gelu(shape, rng):
+    inp = {"x": rng.standard_normal(shape) * 2}
+    _check(lambda d: ops.gelu_forward(d["x"]), lambda R, c: {"x": ops.gelu_backward(R, c)}, inp, rng)
+    # the tanh approximation, at a few known points
+    y, _ = ops.gelu_forward(np.array([0.0, 1.0, -1.0]))
+    np.testing.assert_allclose(y, [0.0, 0.8411919906082768, -0.15880800939172324], rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_softmax_and_log_softmax(shape, rng):
+    inp = {"x": rng.standard_normal(shape) * 3}
+    _check(lambda d: ops.softmax_forward(d["x"]), lambda R, c: {"x": ops.softmax_backward(R, c)}, inp, rng)
+    _check(lambda d: ops.log_softmax_forward(d["x"]), lambda R, c: {"x": ops.log_softmax_backward(R, c)},
+           inp, rng)
+    y, _ = ops.softmax_forward(inp["x"])
+    ly, _ = ops.log_softmax_forward(inp["x"])
+    np.testing.assert_allclose(np.exp(ly), y, rtol=1e-13)
+    # large logits do not overflow
+    y, _ = ops.softmax_forward(np.array([1000.0, 0.0]))
+    assert np.all(np.isfinite(y)) and y[0] == 1.0
+
+
+def test_softmax_jacobian(rng):
+    x = rng.standard_normal(5)
+    assert jacobian_check(lambda z: ops.softmax_forward(z)[0], x,
+                          lambda g: ops.softmax_backward(g, ops.softmax_forward(x)[1])) < TOL
+
+
+@pytest.mark.parametrize("shape", [(1,), (1, 3), (2, 4)])
+def test_embedding(shape, rng):
+    V, C = 6, 5
+    ids = rng.integers(0, V, size=shape)
+    inp = {"W": rng.standard_normal((V, C))}
+    _check(lambda d: ops.embedding_forward(ids, d["W"]), lambda R, c: {"W": ops.embedding_backward(R, c)},
+           inp, rng)
+
+
+def test_embedding_repeated_ids_accumulate():
+    W = np.arange(6.0).reshape(3, 2)
+    out, c = ops.embedding_forward(np.array([[1, 1, 2]]), W)
+    dW = ops.embedding_backward(np.ones_like(out), c)
+    np.testing.assert_array_equal(dW, [[0, 0], [2, 2], [1, 1]])
+
+
+@pytest.mark.parametrize("B,H,T,S,causal", [(1, 1, 1, 1, False), (1, 2, 3, 3, True), (2, 2, 3, 5, False),
+                                            (2, 1, 2, 5, True)])
+def test_attention_core(B, H, T, S, causal, rng):
+    Dh = 3
+    inp = {"q": rng.standard_normal((B, H, T, Dh)), "k": rng.standard_normal((B, H, S, Dh)),
+           "v": rng.standard_normal((B, H, S, Dh))}
+    key_pad = np.zeros((B, S), bool)
+    if S > 2 and not causal:
+        key_pad[:, -1] = True
+
+    def fwd(d):
+        return ops.attention_forward(d["q"], d["k"], d["v"], key_pad=key_pad, causal=causal)
+
+    def bwd(R, c):
+        dq, dk, dv, dm = ops.attention_backward(R, c)
+        assert dm is None
+        return {"q": dq, "k": dk, "v": dv}
+
+    _check(fwd, bwd, inp, rng)
+    if causal:  # query t never sees a later key
+        out, c = fwd(inp)
+        assert np.all(np.triu(c.a[0, 0], k=S - T + 1) == 0)
+
+
+@pytest.mark.parametrize("B,N,L", [(1, 1, 2), (1, 3, 2), (2, 3, 4)])
+def test_attention_doc_mask(B, N, L, rng):
+    H, T, Dh = 2, 3, 4
+    S = N * L
+    inp = {"q": rng.standard_normal((B, H, T, Dh)), "k": rng.standard_normal((B, H, S, Dh)),
+           "v": rng.standard_normal((B, H, S, Dh)), "M": rng.uniform(0.1, 1.0, (B, N))}
+    key_pad = np.zeros((B, S), bool)
+    if L > 1:
+        key_pad[:, L - 1] = True  # last token of document 0 is padding
+
+    def fwd(d):
+        return ops.attention_forward(d["q"], d["k"], d["v"], key_pad=key_pad, doc_mask=d["M"])
+
+    def bwd(R, c):
+        dq, dk, dv, dM = ops.attention_backward(R, c)
+        return {"q": dq, "k": dk, "v": dv, "M": dM}
+
+    _check(fwd, bwd, inp, rng)
+
+
+def _mha_inputs(rng, B, N, L, T, C):
+    p = {"Wq": rng.standard_normal((C, C)) / np.sqrt(C), "bq": rng.standard_normal(C),
+         "Wkv": rng.standard_normal((C, 2 * C)) / np.sqrt(C), "bkv": rng.standard_normal(2 * C),
+         "Wo": rng.standard_normal((C, C)) / np.sqrt(C), "bo": rng.standard_normal(C)}
+    inp = {"x": rng.standard_normal((B, T, C)), "mem": rng.standard_normal((B, N * L, C)),
+           "M": rng.uniform(0.05, 1.0, (B, N)), **p}
+    return inp, list(p)
+
+
+def _cross(d, key_pad, n_heads=2):
+    kv, ckv = ops.cross_kv_forward(d["mem"], d, n_heads)
+    out, c = ops.cross_attention_forward(d["x"], kv, d, n_heads, key_pad=key_pad, doc_mask=d["M"])
+    return out, (ckv, c)
+
+
+def _cross_bwd(R, caches, *, param_grads=True):
+    ckv, c = caches
+    dx, dk, dv, dp, dM = ops.cross_attention_backward(R, c, param_grads=param_grads)
+    g = {"x": dx, "M": dM}
+    if param_grads:
+        dmem, dpkv = ops.cross_kv_backward(dk, dv, ckv)
+        g.update(mem=dmem, **dp, **dpkv)
+    return g
+
+
+@pytest.mark.parametrize("B,N,L,T", [(1, 1, 2, 1), (1, 3, 3, 2), (2, 3, 4, 3)])
+def test_cross_attention_mha(B, N, L, T, rng):
+    inp, _ = _mha_inputs(rng, B, N, L, T, C=4)
+    key_pad = np.zeros((B, N * L), bool)
+    key_pad[:, L - 1::L] = L > 1  # the last token of every document is padding
+    g = _check(lambda d: _cross(d, key_pad), _cross_bwd, inp, rng)
+    # frozen path: same dx and dM, no parameter or memory gradients
+    out, caches = _cross(inp, key_pad)
+    R = probe(out.shape, rng)
+    full, frozen = _cross_bwd(R, caches), _cross_bwd(R, caches, param_grads=False)
+    assert set(frozen) == {"x", "M"}
+    np.testing.assert_array_equal(frozen["M"], full["M"])
+    np.testing.assert_array_equal(frozen["x"], full["x"])
+    assert g["M"].shape == (B, N)
+
+
+@pytest.mark.parametrize("M,causal,key_pad", [(1, False, False), (2, True, False), (3, False, True)])
+def test_self_attention_mha(M, causal, key_pad, rng):
+    L, C, H = 4, 6, 3
+    p = {"Wqkv": rng.standard_normal((C, 3 * C)) / np.sqrt(C), "bqkv": rng.standard_normal(3 * C),
+         "Wo": rng.standard_normal((C, C)) / np.sqrt(C), "bo": rng.standard_normal(C)}
+    inp = {"x": rng.standard_normal((M, L, C)), **p}
+    kp = None
+    if key_pad:
+        kp = np.zeros((M, L), bool)
+        kp[:, -2:] = True
+
+    def bwd(R, c):
+        dx, dp = ops.self_attention_backward(R, c)
+        return {"x": dx, **dp}
+
+    _check(lambda d: ops.self_attention_forward(d["x"], d, H, key_pad=kp, causal=causal), bwd, inp, rng)
+
+
+def test_mlp(rng):
+    C, F = 4, 9
+    inp = {"x": rng.standard_normal((2, 3, C)), "W1": rng.standard_normal((C, F)), "b1": rng.standard_normal(F),
+           "W2": rng.standard_normal((F, C)), "b2": rng.standard_normal(C)}
+
+    def bwd(R, c):
+        dx, dp = ops.mlp_backward(R, c)
+        return {"x": dx, **dp}
+
+    _check(lambda d: ops.mlp_forward(d["x"], d), bwd, inp, rng)
+
+
+@pytest.mark.parametrize("B,T", [(1, 1), (1, 3), (3, 4)])
+def test_cross_entropy(B, T, rng):
+    V = 7
+    targets = rng.integers(1, V, size=(B, T))
+    if T > 1:
+        targets[0, -1] = 0  # padding
+    logits = rng.standard_normal((B, T, V)) * 2
+    loss, c = ops.cross_entropy_forward(logits, targets, pad_id=0)
+    dlogits = ops.cross_entropy_backward(1.0, c)
+    res = directional_check(lambda d: ops.cross_entropy_forward(d["z"], targets)[0], {"z": logits},
+                            {"z": dlogits}, rng=rng)
+    assert res.rel_error < TOL
+    # against a plain loop
+    lp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nll = []
+    for b in range(B):
+        ts = [t for t in range(T) if targets[b, t] != 0]
+        nll.append(-np.mean([lp[b, t, targets[b, t]] for t in ts]))
+        for t in range(T):
+            want = lp[b, t, targets[b, t]] if targets[b, t] != 0 else 0.0
+            assert c.logprobs[b, t] == pytest.approx(want, rel=1e-12, abs=0)
+    np.testing.assert_allclose(c.nll, nll, rtol=1e-12)
+    assert loss == pytest.approx(np.mean(nll), rel=1e-12)
+    if T > 1:  # padded target: no gradient at all
+        assert np.all(dlogits[0, -1] == 0)
+
+
+# ------------------------------------------------------------------------------------------------------
+# DMA properties at the op level
+
+
+def _dma(M, q, k, v, key_pad):
+    return ops.attention_forward(q, k, v, key_pad=key_pad, doc_mask=M)
+
+
+def test_dma_mask_gradient_finite_at_zero(rng):
+    B, H, T, N, L, Dh = 2, 2, 3, 4, 3, 4
+    q, k, v = (rng.standard_normal((B, H, n, Dh)) for n in (T, N * L, N * L))
+    key_pad = np.zeros((B, N * L), bool)
+    M = rng.uniform(0.2, 1.0, (B, N))
+    M[0, 1] = 0.0
+    M[1, 3] = 0.0
+    out, c = _dma(M, q, k, v, key_pad)
+    R = probe(out.shape, rng)
+    dM = ops.attention_backward(R, c)[3]
+    assert np.all(np.isfinite(dM))
+    assert np.any(dM[0, 1] != 0)
+    # one-sided derivative at the boundary M = 0 (forward differences, second order)
+    for b, i in [(0, 1), (1, 3)]:
+        def f(h):
+            Mh = M.copy()
+            Mh[b, i] += h
+            return np.sum(_dma(Mh, q, k, v, key_pad)[0] * R)
+        h = 1e-5
+        fd = (-3 * f(0.0) + 4 * f(h) - f(2 * h)) / (2 * h)
+        assert abs(fd - dM[b, i]) / abs(dM[b, i]) < 1e-6
+    # the log-mask form (logits s + log M_doc) gives the same forward but a non-finite gradient at M = 0
+    import autograd.numpy as anp
+
+    def logform(Mx):
+        s = anp.matmul(q, np.swapaxes(k, -1, -2)) / np.sqrt(Dh) + anp.log(anp.repeat(Mx, L, axis=1))[:, None, None]
+        a = anp.exp(s - anp.max(s, axis=-1, keepdims=True))
+        return anp.sum(anp.matmul(a / anp.sum(a, axis=-1, keepdims=True), v) * R)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        assert logform(M) == pytest.approx(np.sum(out * R), rel=1e-12)
+        assert not np.all(np.isfinite(grad(logform)(M)))
+
+
+def test_dma_invariances(rng):
+    B, H, T, N, L, Dh = 2, 2, 3, 4, 3, 4
+    q, k, v = (rng.standard_normal((B, H, n, Dh)) for n in (T, N * L, N * L))
+    key_pad = np.zeros((B, N * L), bool)
+    key_pad[:, 2::L] = True  # last token of each document is padding
+    M = rng.uniform(0.2, 1.0, (B, N))
+    out, c = _dma(M, q, k, v, key_pad)
+    # scaling M changes nothing
+    np.testing.assert_allclose(_dma(3.7 * M, q, k, v, key_pad)[0], out, rtol=1e-13, atol=1e-14)
+    # all-ones mask == plain attention
+    np.testing.assert_allclose(_dma(np.ones((B, N)), q, k, v, key_pad)[0],
+                               ops.attention_forward(q, k, v, key_pad=key_pad)[0], rtol=1e-13, atol=1e-14)
+    # padded keys: probability exactly 0 and their k, v do not matter, whatever M
+    assert np.all(c.a[..., key_pad[0]][0] == 0) and np.all(c.a[1][..., key_pad[1]] == 0)
+    k2, v2 = k.copy(), v.copy()
+    k2[:, :, key_pad[0]] = 1e3 * rng.standard_normal(k2[:, :, key_pad[0]].shape)
+    v2[:, :, key_pad[0]] = 1e3
+    np.testing.assert_array_equal(_dma(M, q, k2, v2, key_pad)[0], out)
+    # a 0/1 mask == attention over the kept documents only
+    M01 = np.array([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 1.0, 0.0]])
+    full = _dma(M01, q, k, v, key_pad)[0]
+    for b in range(B):
+        keep = np.repeat(M01[b] > 0, L)
+        sub = ops.attention_forward(q[b:b + 1], k[b:b + 1][:, :, keep], v[b:b + 1][:, :, keep],
+                                    key_pad=key_pad[b:b + 1, keep])[0]
+        np.testing.assert_allclose(full[b:b + 1], sub, rtol=1e-13, atol=1e-14)
