@@ -1,0 +1,392 @@
+"""The baselines' training losses over the reranker scores, and the teachers they distil from.
+
+Dimension letters: B batch, N candidates, T answer tokens, H heads, L tokens per FiD encoder sequence.
+
+Every loss is a forward/backward pair over the scores ``w (B, N)`` only: ``x_forward(scores, ...) ->
+(loss, cache)`` and ``x_backward(dloss, cache) -> dscores (B, N)``. Teacher signals come from the frozen
+reader, are computed elsewhere without gradient and enter as plain arrays. A score of ``-inf`` marks a
+padded candidate: it has probability 0 under the student, its teacher value is ignored (any value, even
+NaN), and it gets a zero gradient.
+
+Student: ``p_R = softmax(w / τ_s)``. Defaults follow Atlas (Izacard et al. 2023), METHOD.md §8:
+``τ_s = τ_g = 0.01``, ``KL(p_T || p_R)`` with reduction "mean" over batch × documents (PyTorch
+``KLDivLoss()``'s default, which Atlas calls). Both conventions that differ silently between codebases
+are named arguments here: ``direction`` ("T||R" = KL(p_T || p_R), the default, or "R||T") and
+``reduction`` ("mean", "batchmean", "sum").
+
+    supervised   L = -log Σ_{i ∈ gold} softmax(w / τ_s)_i, mean over the rows that have a gold document
+                 (rows without one are excluded and counted in the cache; no gold at all is an error)
+    KL distil    L = KL(p_T || p_R), p_T = softmax(g / τ_g)        PDist, LOOP and ADist, teacher g (B, N)
+    EMDR         per="token"   : L = -(1/T) Σ_t log Σ_i p_R(i) p(a_t | a_<t, q, d_i)   (Atlas, EMDR² code)
+                 per="sequence": L = -log Σ_i p_R(i) p(a | q, d_i)                    (EMDR² paper)
+                 mean over the batch; T counts each example's non-pad answer tokens. τ_s defaults to
+                 Atlas's 0.01 here too (Atlas divides the student scores by its temperature_score for
+                 EMDR as for the KL losses); the reader's token log-probabilities enter at temperature 1.
+
+Gradients (z = w / τ_s, p = p_R):
+    supervised   dz = p - p(· | gold)
+    T||R         dz = p - p_T                         (per row, before the reduction's factor)
+    R||T         dz = p ⊙ (a - Σ_i p_i a_i),  a = log p - log p_T
+    EMDR         dz = p - r,  r = posterior over documents given the answer (per token: averaged over t)
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+
+from .backend import get_xp, is_traced
+from .gumbel import _log_softmax
+
+__all__ = [
+    "REDUCTIONS",
+    "DIRECTIONS",
+    "supervised_forward",
+    "supervised_backward",
+    "kl_distill_forward",
+    "kl_distill_backward",
+    "emdr_forward",
+    "emdr_backward",
+    "pdist_teacher",
+    "loop_teacher",
+    "adist_teacher",
+]
+
+REDUCTIONS = ("mean", "batchmean", "sum")
+DIRECTIONS = ("T||R", "R||T")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# validation and small numerics
+
+
+def _raw(a):
+    """The value under an autograd box (validation and stop-gradient constants only)."""
+    while is_traced(a):
+        a = a._value
+    return a
+
+
+def _check_tau(fn: str, name: str, tau) -> float:
+    if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not np.isfinite(tau) or tau <= 0:
+        raise ValueError(f"{fn}: {name}={tau!r}; expected a finite float > 0")
+    return float(tau)
+
+
+def _check_scores(fn: str, scores):
+    """2-D float scores, no NaN or +inf, at least one finite entry per row. Returns the valid mask (B, N)."""
+    s = _raw(scores)
+    if not hasattr(s, "dtype") or np.dtype(s.dtype).kind != "f":
+        raise TypeError(f"{fn}: scores has dtype {getattr(s, 'dtype', type(s).__name__)}; expected a float array")
+    if s.ndim != 2:
+        raise ValueError(f"{fn}: scores.shape={tuple(s.shape)}; expected (B, N)")
+    if bool(get_xp(s).isnan(s).any()) or bool((s == np.inf).any()):
+        raise ValueError(f"{fn}: scores contain NaN or +inf; expected finite scores (-inf marks padding)")
+    valid = s > -np.inf  # (B, N)
+    if not bool(valid.any(axis=-1).all()):
+        raise ValueError(f"{fn}: scores has a row where every candidate is -inf; expected at least one real candidate")
+    return valid
+
+
+def _check_like(fn: str, name: str, x, shape, kind="f"):
+    x = _raw(x)
+    if not hasattr(x, "shape") or tuple(x.shape) != tuple(shape):
+        raise ValueError(f"{fn}: {name}.shape={tuple(getattr(x, 'shape', ()))}; expected {tuple(shape)}")
+    k = np.dtype(x.dtype).kind
+    if kind == "b" and k != "b":
+        raise TypeError(f"{fn}: {name} has dtype {x.dtype}; expected bool")
+    if kind == "f" and k not in "fiu":
+        raise TypeError(f"{fn}: {name} has dtype {x.dtype}; expected a real array")
+    return x
+
+
+def _check_reduction(fn: str, reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{fn}: reduction={reduction!r}; expected one of {REDUCTIONS}")
+
+
+def _logsumexp(x, xp, axis: int):
+    """log Σ exp(x) along ``axis`` (keeps it), stable; every slice must hold a finite entry.
+
+    The shift is a constant (taken under any autograd box): the result does not depend on it.
+    """
+    m = xp.max(_raw(x), axis=axis, keepdims=True)  # (.., 1, ..) finite
+    return m + xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True))  # (.., 1, ..)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# supervised (labels: the upper bound)
+
+
+class SupervisedCache(NamedTuple):
+    p: Any  # (B, N) softmax(w / τ_s), 0 at padding
+    q: Any  # (B, N) softmax restricted to gold, 0 elsewhere (and on excluded rows)
+    row_weight: Any  # (B,) 1 / n_rows on rows with gold, 0 on excluded rows
+    tau_s: float
+    n_rows: int  # rows that entered the mean
+    n_excluded: int  # rows without a gold document
+
+
+def supervised_forward(scores, gold, *, tau_s: float = 1.0):
+    """Multi-positive ``L = -log Σ_{i ∈ gold} softmax(w / τ_s)_i``, mean over the rows that have gold.
+
+    scores (B, N) float (-inf = padding); gold (B, N) bool. A gold flag on a padded candidate is an error;
+    rows with no gold are excluded from the mean (``cache.n_excluded``); a batch without any gold is an
+    error. τ_s = 1 by default: the formula of METHOD.md §8 (labels need no teacher temperature).
+    """
+    fn = "supervised_forward"
+    valid = _check_scores(fn, scores)
+    tau_s = _check_tau(fn, "tau_s", tau_s)
+    gold = _check_like(fn, "gold", gold, valid.shape, kind="b")
+    if bool((gold & ~valid).any()):
+        raise ValueError(f"{fn}: gold marks a padded (-inf) candidate; expected gold only on real candidates")
+    xp = get_xp(scores)
+    has = gold.any(axis=-1)  # (B,)
+    n_rows = int(has.sum())
+    if n_rows == 0:
+        raise ValueError(f"{fn}: gold has no True entry in any of the {gold.shape[0]} rows; expected at least one")
+    logp = _log_softmax(scores / tau_s, xp)  # (B, N) -inf at padding
+    # rows without gold take their full logp as a finite stand-in; their weight is 0
+    use = gold | ~has[:, None]  # (B, N)
+    lg = xp.where(use, logp, -xp.inf)  # (B, N)
+    lse = _logsumexp(lg, xp, axis=-1)  # (B, 1) log p(gold)
+    row_weight = has.astype(_raw(scores).dtype) / n_rows  # (B,)
+    loss = -xp.sum(row_weight * lse[:, 0])
+    q = xp.where(gold, xp.exp(lg - lse), 0.0)  # (B, N)
+    return loss, SupervisedCache(xp.exp(logp), q, row_weight, tau_s, n_rows, int((~has).sum()))
+
+
+def supervised_backward(dloss, cache: SupervisedCache):
+    """dscores (B, N) = dloss · row_weight · (p - q) / τ_s."""
+    return dloss * cache.row_weight[:, None] * (cache.p - cache.q) / cache.tau_s  # (B, N)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# KL distillation (PDist, LOOP, ADist)
+
+
+class KLCache(NamedTuple):
+    p_R: Any  # (B, N) student, 0 at padding
+    p_T: Any  # (B, N) teacher, 0 at padding
+    log_ratio: Any  # (B, N) log p_R - log p_T, 0 at padding
+    factor: float  # the reduction's divisor inverted: 1/(#valid), 1/B or 1
+    tau_s: float
+    direction: str
+
+
+def kl_distill_forward(
+    scores, teacher, *, tau_s: float = 0.01, tau_g: float = 0.01, reduction: str = "mean", direction: str = "T||R"
+):
+    """``KL(p_T || p_R)`` (direction "T||R", default) or ``KL(p_R || p_T)`` ("R||T").
+
+    p_R = softmax(w / τ_s), p_T = softmax(g / τ_g) over the real (finite-score) candidates.
+    reduction: "mean" -- sum over batch × documents divided by the number of real (b, i) pairs (Atlas,
+    PyTorch KLDivLoss default; B·N without padding); "batchmean" -- divided by B (the true mean KL per
+    question); "sum". teacher (B, N): finite on real candidates, ignored on padded ones.
+    """
+    fn = "kl_distill_forward"
+    valid = _check_scores(fn, scores)
+    tau_s = _check_tau(fn, "tau_s", tau_s)
+    tau_g = _check_tau(fn, "tau_g", tau_g)
+    _check_reduction(fn, reduction)
+    if direction not in DIRECTIONS:
+        raise ValueError(f"{fn}: direction={direction!r}; expected 'T||R' (KL(p_T||p_R), Atlas) or 'R||T'")
+    g = _check_like(fn, "teacher", teacher, valid.shape)
+    xp = get_xp(scores)
+    g = xp.where(valid, g, 0.0)  # (B, N) padded teacher values are never looked at
+    if not bool(xp.isfinite(g).all()):
+        raise ValueError(f"{fn}: teacher has NaN or inf on a real candidate; expected finite teacher scores there")
+    log_pT = _log_softmax(xp.where(valid, g / tau_g, -xp.inf).astype(_raw(scores).dtype), xp)  # (B, N)
+    log_pR = _log_softmax(scores / tau_s, xp)  # (B, N)
+    log_ratio = xp.where(valid, log_pR, 0.0) - xp.where(valid, log_pT, 0.0)  # (B, N) finite
+    p_T, p_R = xp.exp(log_pT), xp.exp(log_pR)  # (B, N) 0 at padding
+    B = valid.shape[0]
+    factor = {"mean": 1.0 / int(valid.sum()), "batchmean": 1.0 / B, "sum": 1.0}[reduction]
+    if direction == "T||R":
+        total = -xp.sum(p_T * log_ratio)  # Σ p_T (log p_T - log p_R)
+    else:
+        total = xp.sum(p_R * log_ratio)  # Σ p_R (log p_R - log p_T)
+    return total * factor, KLCache(p_R, p_T, log_ratio, factor, tau_s, direction)
+
+
+def kl_distill_backward(dloss, cache: KLCache):
+    """dscores (B, N); see the module docstring for dz."""
+    if cache.direction == "T||R":
+        dz = cache.p_R - cache.p_T  # (B, N)
+    else:
+        a = cache.log_ratio  # (B, N)
+        dz = cache.p_R * (a - (cache.p_R * a).sum(axis=-1, keepdims=True))  # (B, N)
+    return dloss * cache.factor * dz / cache.tau_s  # (B, N)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# EMDR (marginal likelihood over documents)
+
+
+class EMDRCache(NamedTuple):
+    p_R: Any  # (B, N)
+    r: Any  # (B, N) posterior over documents (per token: averaged over the example's answer tokens)
+    tau_s: float
+    per: str
+
+
+def _check_token_inputs(fn: str, token_logprobs, token_mask, valid):
+    B, N = valid.shape
+    lp = _raw(token_logprobs)
+    if not hasattr(lp, "ndim") or lp.ndim != 3 or tuple(lp.shape[:2]) != (B, N):
+        raise ValueError(f"{fn}: token_logprobs.shape={tuple(getattr(lp, 'shape', ()))}; expected ({B}, {N}, T)")
+    T = lp.shape[2]
+    tm = _check_like(fn, "token_mask", token_mask, (B, T), kind="b")
+    if not bool(tm.any(axis=-1).all()):
+        raise ValueError(f"{fn}: token_mask has a row with no answer token; expected at least one True per row")
+    xp = get_xp(lp, tm)
+    use = valid[:, :, None] & tm[:, None, :]  # (B, N, T)
+    lp = xp.where(use, lp, 0.0)  # (B, N, T) entries outside the mask are ignored
+    if not bool(xp.isfinite(lp).all()):
+        raise ValueError(f"{fn}: token_logprobs has NaN or inf on a real document's answer token; expected finite")
+    if bool((lp > 1e-9).any()):
+        raise ValueError(
+            f"{fn}: token_logprobs has entries up to {float(lp.max())} > 0; expected log-probabilities "
+            "(<= 0), not NLLs"
+        )
+    return lp, tm
+
+
+def emdr_forward(scores, token_logprobs, token_mask, *, tau_s: float = 0.01, per: str = "token"):
+    """EMDR: ``-log`` of the answer's probability marginalised over ``p_R``, per token (default) or sequence.
+
+    token_logprobs (B, N, T): log p(a_t | a_<t, q, d_i) from the reader run on document i alone;
+    token_mask (B, T) bool: the answer's real tokens. Mean over the batch.
+    """
+    fn = "emdr_forward"
+    valid = _check_scores(fn, scores)
+    tau_s = _check_tau(fn, "tau_s", tau_s)
+    if per not in ("token", "sequence"):
+        raise ValueError(f"{fn}: per={per!r}; expected 'token' (Atlas, EMDR² code) or 'sequence' (EMDR² paper)")
+    lp, tm = _check_token_inputs(fn, token_logprobs, token_mask, valid)
+    xp = get_xp(scores)
+    dtype = _raw(scores).dtype
+    lp = lp.astype(dtype)
+    B = valid.shape[0]
+    log_pR = _log_softmax(scores / tau_s, xp)  # (B, N)
+    log_pR_safe = xp.where(valid, log_pR, 0.0)  # (B, N)
+    if per == "token":
+        joint = xp.where(valid[:, :, None], log_pR_safe[:, :, None] + lp, -xp.inf)  # (B, N, T)
+        lse = _logsumexp(joint, xp, axis=1)  # (B, 1, T) log Σ_i p_R(i) p(a_t | ., d_i)
+        tw = tm.astype(dtype) / tm.sum(axis=-1, keepdims=True).astype(dtype)  # (B, T) 1/T_b on real tokens
+        loss = -xp.sum(tw * lse[:, 0, :]) / B
+        r = xp.sum(xp.exp(joint - lse) * tw[:, None, :], axis=-1)  # (B, N)
+    else:
+        seq = lp.sum(axis=-1)  # (B, N) log p(a | q, d_i)
+        joint = xp.where(valid, log_pR_safe + seq, -xp.inf)  # (B, N)
+        lse = _logsumexp(joint, xp, axis=-1)  # (B, 1)
+        loss = -xp.sum(lse) / B
+        r = xp.exp(joint - lse)  # (B, N)
+    return loss, EMDRCache(xp.exp(log_pR), r, tau_s, per)
+
+
+def emdr_backward(dloss, cache: EMDRCache):
+    """dscores (B, N) = dloss · (p_R - r) / (B τ_s)."""
+    B = cache.p_R.shape[0]
+    return dloss * (cache.p_R - cache.r) / (B * cache.tau_s)  # (B, N)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# teachers (from the frozen reader, no gradient)
+
+
+def pdist_teacher(token_logprobs, token_mask):
+    """PDist: ``g_i = (1/T) Σ_t log p(a_t | a_<t, q, d_i)`` over the real answer tokens. -> (B, N)
+
+    token_logprobs (B, N, T) from the reader run one document at a time; token_mask (B, T) bool.
+    """
+    fn = "pdist_teacher"
+    lp = _raw(token_logprobs)
+    if not hasattr(lp, "ndim") or lp.ndim != 3:
+        raise ValueError(f"{fn}: token_logprobs.shape={tuple(getattr(lp, 'shape', ()))}; expected (B, N, T)")
+    B, N, T = lp.shape
+    tm = _check_like(fn, "token_mask", token_mask, (B, T), kind="b")
+    if not bool(tm.any(axis=-1).all()):
+        raise ValueError(f"{fn}: token_mask has a row with no answer token; expected at least one True per row")
+    xp = get_xp(lp, tm)
+    lp = xp.where(tm[:, None, :], lp, 0.0)  # (B, N, T)
+    if not bool(xp.isfinite(lp).all()):
+        raise ValueError(f"{fn}: token_logprobs has NaN or inf on an answer token; expected finite log-probs")
+    return lp.sum(axis=-1) / tm.sum(axis=-1)[:, None].astype(lp.dtype)  # (B, N)
+
+
+def loop_teacher(nll_without):
+    """LOOP: ``g_i`` = the reader's mean answer NLL on all documents but ``d_i``. -> (B, N)
+
+    The identity on its input (removing a useful document raises the NLL, so a high g means useful);
+    it exists to name the convention and validate the array: (B, N), finite.
+    """
+    x = _raw(nll_without)
+    if not hasattr(x, "ndim") or x.ndim != 2:
+        raise ValueError(f"loop_teacher: nll_without.shape={tuple(getattr(x, 'shape', ()))}; expected (B, N)")
+    xp = get_xp(x)
+    if np.dtype(x.dtype).kind != "f" or not bool(xp.isfinite(x).all()):
+        raise ValueError(f"loop_teacher: nll_without (dtype {x.dtype}) must be finite floats; expected mean NLLs")
+    return x.copy()  # (B, N)
+
+
+def adist_teacher(xattn: Sequence[Any], key_pad, token_mask, n_docs: int, *, mode: str = "atlas"):
+    """ADist: cross-attention evidence per document from the reader's decoder. -> (B, N)
+
+    xattn     list over decoder layers of objects with ``.probs (B, H, T, N·L)`` (post-softmax),
+              ``.scores (B, H, T, N·L)`` (pre-softmax logits) and ``.value_norms (B, H, N·L)``
+    key_pad   (B, N·L) bool, True on padded encoder tokens
+    token_mask (B, T) bool, the real answer tokens
+    mode "atlas": g_i = Σ_layers Σ_heads Σ_{t real} Σ_{u ∈ d_i, not pad} probs[t, u] · value_norms[u]
+    mode "fid":   g_i = mean over layers, heads and the non-pad tokens u ∈ d_i of scores[t=0, u]
+                  (pre-softmax logits of the first answer token; Izacard & Grave 2021)
+    """
+    fn = "adist_teacher"
+    if mode not in ("atlas", "fid"):
+        raise ValueError(f"{fn}: mode={mode!r}; expected 'atlas' (Σ prob × value norm) or 'fid' (first-token logits)")
+    if len(xattn) == 0:
+        raise ValueError(f"{fn}: xattn is empty; expected one entry per decoder layer")
+    for j, layer in enumerate(xattn):
+        for attr in ("probs", "scores", "value_norms"):
+            if not hasattr(layer, attr):
+                raise TypeError(f"{fn}: xattn[{j}] of type {type(layer).__name__} has no .{attr}")
+    p0 = _raw(xattn[0].probs)
+    if p0.ndim != 4:
+        raise ValueError(f"{fn}: xattn[0].probs.shape={tuple(p0.shape)}; expected (B, H, T, N*L)")
+    B, H, T, NL = p0.shape
+    if isinstance(n_docs, bool) or not isinstance(n_docs, numbers.Integral) or n_docs < 1 or NL % n_docs:
+        raise ValueError(f"{fn}: n_docs={n_docs!r}; expected a positive int dividing the key length N*L={NL}")
+    N, L = int(n_docs), NL // int(n_docs)
+    for j, layer in enumerate(xattn):
+        for attr, shape in (("probs", (B, H, T, NL)), ("scores", (B, H, T, NL)), ("value_norms", (B, H, NL))):
+            a = _raw(getattr(layer, attr))
+            if tuple(a.shape) != shape:
+                raise ValueError(f"{fn}: xattn[{j}].{attr}.shape={tuple(a.shape)}; expected {shape}")
+    kp = _check_like(fn, "key_pad", key_pad, (B, NL), kind="b")
+    tm = _check_like(fn, "token_mask", token_mask, (B, T), kind="b")
+    xp = get_xp(p0, kp, tm)
+    keep = (~kp).reshape(B, N, L)  # (B, N, L)
+    dtype = p0.dtype
+
+    if mode == "atlas":
+        acc = xp.zeros((B, NL), dtype=dtype)  # (B, N*L)
+        for layer in xattn:
+            probs = xp.where(tm[:, None, :, None], _raw(layer.probs), 0.0)  # (B, H, T, N*L)
+            acc = acc + (probs.sum(axis=2) * _raw(layer.value_norms)).sum(axis=1)  # (B, N*L)
+        acc = xp.where(kp, 0.0, acc)  # (B, N*L)
+        g = acc.reshape(B, N, L).sum(axis=-1)  # (B, N)
+    else:
+        if not bool(tm[:, 0].all()):
+            raise ValueError(f"{fn}: token_mask[:, 0] has False; mode 'fid' needs a first answer token in every row")
+        n_keep = keep.sum(axis=-1)  # (B, N)
+        if bool((n_keep == 0).any()):
+            raise ValueError(f"{fn}: key_pad pads every token of some document; mode 'fid' averages over its tokens")
+        acc = xp.zeros((B, NL), dtype=dtype)  # (B, N*L)
+        for layer in xattn:
+            acc = acc + _raw(layer.scores)[:, :, 0, :].mean(axis=1)  # (B, N*L) first answer token, head mean
+        acc = xp.where(kp, 0.0, acc / len(xattn))  # (B, N*L) layer mean; pad keys (maybe -inf) dropped
+        g = acc.reshape(B, N, L).sum(axis=-1) / n_keep.astype(dtype)  # (B, N)
+    if not bool(xp.isfinite(g).all()):
+        raise ValueError(f"{fn}: the attention inputs give a non-finite teacher; expected finite probs/scores/norms")
+    return g  # (B, N)
