@@ -1,0 +1,147 @@
+"""Ranking and answer metrics (METHOD.md §9), computed on the host with NumPy.
+
+Dimension letters: S questions, N candidates, K kept documents.
+
+Ranking: the hard top-K of the scores, no noise. Ties are broken by the lower index (a stable sort of
+``-scores``, the rule of ``mini_gumbel.gumbel.topk_mask``); ``-inf`` (padding) ranks last. Per question,
+with G its gold documents and rank(i) = 1 for the best-scored candidate:
+
+    recall@K    |G ∩ topK| / |G|
+    all_gold@K  1 if G ⊆ topK else 0
+    mrr         1 / min_{i ∈ G} rank(i)                          (over the full ranking, not cut at K)
+    ndcg@K      DCG / IDCG,  DCG = Σ_{i ∈ G, rank(i) <= K} 1 / log2(rank(i) + 1),
+                IDCG = Σ_{r=1}^{min(K, |G|)} 1 / log2(r + 1)      (binary gains)
+
+each averaged over the questions that have at least one gold document (``n_questions``; the others are
+counted in ``n_no_gold``). With ``indirect`` (gold documents that do not contain the answer) the same
+recall@K and all_gold@K are computed with G replaced by the indirect gold documents, averaged over the
+questions that have at least one (``n_indirect_questions``). An average over no question is NaN.
+
+Answers: exact match and SQuAD-style token F1 on token-id sequences, after cutting each sequence at its
+first EOS and dropping pad tokens. F1 counts common tokens as a multiset; two empty answers score 1.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from collections import Counter
+from typing import Sequence
+
+import numpy as np
+
+from .backend import to_numpy
+
+__all__ = ["ranking_metrics", "exact_match", "token_f1", "mean_exact_match", "mean_token_f1"]
+
+
+def _mean(x: np.ndarray) -> float:
+    return float(x.mean()) if x.size else math.nan
+
+
+def ranking_metrics(scores, gold, k: int, *, indirect=None) -> dict:
+    """recall@k, all_gold@k, mrr, ndcg@k (and indirect_recall@k, indirect_all_gold@k) -> dict of floats.
+
+    scores (S, N) float (-inf = padding), gold (S, N) bool, indirect (S, N) bool or None (must be a
+    subset of gold). Keys carry the value of k: ``f"recall@{k}"`` etc.; counts are ints.
+    """
+    fn = "ranking_metrics"
+    s = np.asarray(to_numpy(scores))
+    if s.ndim != 2 or s.dtype.kind not in "fiu":
+        raise ValueError(f"{fn}: scores.shape={s.shape}, dtype {s.dtype}; expected a real (S, N) array")
+    s = s.astype(np.float64)
+    if np.isnan(s).any():
+        raise ValueError(f"{fn}: scores contain NaN; expected real scores (-inf marks padding)")
+    S, N = s.shape
+    g = np.asarray(to_numpy(gold))
+    if g.shape != (S, N) or g.dtype != np.bool_:
+        raise ValueError(f"{fn}: gold.shape={g.shape}, dtype {g.dtype}; expected a ({S}, {N}) bool array")
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= N:
+        raise ValueError(f"{fn}: k={k!r}; expected an int in [1, N={N}]")
+    k = int(k)
+
+    order = np.argsort(-s, axis=1, kind="stable")  # (S, N) best first, ties -> lower index
+    rank = np.argsort(order, axis=1, kind="stable")  # (S, N) 0-based rank of each candidate
+    top = rank < k  # (S, N)
+    n_gold = g.sum(axis=1)  # (S,)
+    has = n_gold > 0  # (S,)
+
+    hits = (g & top).sum(axis=1)  # (S,)
+    recall = hits[has] / n_gold[has]  # (S',)
+    all_gold = (hits == n_gold)[has].astype(np.float64)  # (S',)
+    first = np.where(g, rank, N).min(axis=1)  # (S,) 0-based rank of the best gold
+    mrr = 1.0 / (first[has] + 1.0)  # (S',)
+    disc = 1.0 / np.log2(np.arange(N) + 2.0)  # (N,) discount of 0-based rank r: 1 / log2(r + 2)
+    dcg = np.where(g & top, disc[rank], 0.0).sum(axis=1)  # (S,)
+    idcg = np.cumsum(disc)[np.minimum(n_gold, k) - 1]  # (S,) garbage where n_gold = 0, never used
+    ndcg = dcg[has] / idcg[has]  # (S',)
+
+    out = {
+        f"recall@{k}": _mean(recall),
+        f"all_gold@{k}": _mean(all_gold),
+        "mrr": _mean(mrr),
+        f"ndcg@{k}": _mean(ndcg),
+        "n_questions": int(has.sum()),
+        "n_no_gold": int((~has).sum()),
+    }
+    if indirect is not None:
+        ind = np.asarray(to_numpy(indirect))
+        if ind.shape != (S, N) or ind.dtype != np.bool_:
+            raise ValueError(f"{fn}: indirect.shape={ind.shape}, dtype {ind.dtype}; expected a ({S}, {N}) bool array")
+        if (ind & ~g).any():
+            raise ValueError(f"{fn}: indirect marks a document that is not gold; expected indirect to be a subset of gold")
+        n_ind = ind.sum(axis=1)  # (S,)
+        has_ind = n_ind > 0  # (S,)
+        hits_ind = (ind & top).sum(axis=1)  # (S,)
+        out[f"indirect_recall@{k}"] = _mean(hits_ind[has_ind] / n_ind[has_ind])
+        out[f"indirect_all_gold@{k}"] = _mean((hits_ind == n_ind)[has_ind].astype(np.float64))
+        out["n_indirect_questions"] = int(has_ind.sum())
+    return out
+
+
+def _strip(seq, pad_id: int, eos_id: int, name: str) -> list:
+    a = np.asarray(to_numpy(seq))
+    if a.ndim != 1 or (a.size and a.dtype.kind not in "iu"):
+        raise ValueError(f"{name}: expected a 1-D sequence of integer token ids, got shape {a.shape}, dtype {a.dtype}")
+    out = []
+    for t in a.tolist():
+        if t == eos_id:
+            break
+        if t != pad_id:
+            out.append(t)
+    return out
+
+
+def exact_match(pred, gold, *, pad_id: int = 0, eos_id: int = 2) -> float:
+    """1.0 if the two token sequences are equal after cutting at EOS and dropping pads, else 0.0."""
+    return float(_strip(pred, pad_id, eos_id, "exact_match: pred") == _strip(gold, pad_id, eos_id, "exact_match: gold"))
+
+
+def token_f1(pred, gold, *, pad_id: int = 0, eos_id: int = 2) -> float:
+    """SQuAD token F1: harmonic mean of precision and recall of the common token multiset."""
+    p = _strip(pred, pad_id, eos_id, "token_f1: pred")
+    g = _strip(gold, pad_id, eos_id, "token_f1: gold")
+    if not p or not g:
+        return float(p == g)  # both empty: 1; one empty: 0
+    same = sum((Counter(p) & Counter(g)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(p), same / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _pairs(preds, golds, fn: str):
+    if len(preds) != len(golds):
+        raise ValueError(f"{fn}: {len(preds)} predictions and {len(golds)} gold answers; expected as many")
+    if len(preds) == 0:
+        raise ValueError(f"{fn}: no predictions; expected at least one")
+    return zip(preds, golds)
+
+
+def mean_exact_match(preds: Sequence, golds: Sequence, *, pad_id: int = 0, eos_id: int = 2) -> float:
+    """Mean exact match over rows: preds (S, T') and golds (S, T) arrays or sequences of sequences."""
+    return float(np.mean([exact_match(p, g, pad_id=pad_id, eos_id=eos_id) for p, g in _pairs(preds, golds, "mean_exact_match")]))
+
+
+def mean_token_f1(preds: Sequence, golds: Sequence, *, pad_id: int = 0, eos_id: int = 2) -> float:
+    """Mean token F1 over rows: preds (S, T') and golds (S, T) arrays or sequences of sequences."""
+    return float(np.mean([token_f1(p, g, pad_id=pad_id, eos_id=eos_id) for p, g in _pairs(preds, golds, "mean_token_f1")]))
