@@ -37,7 +37,6 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from .backend import get_xp, is_traced
-from .gumbel import _log_softmax
 
 __all__ = [
     "REDUCTIONS",
@@ -104,6 +103,15 @@ def _check_like(fn: str, name: str, x, shape, kind="f"):
 def _check_reduction(fn: str, reduction: str) -> None:
     if reduction not in REDUCTIONS:
         raise ValueError(f"{fn}: reduction={reduction!r}; expected one of {REDUCTIONS}")
+
+
+def _log_softmax(z, xp):
+    """log softmax over the last axis; -inf (padding) stays -inf. Every row needs a finite entry.
+
+    (mini_gumbel.gumbel keeps its own private softmax tuned for the relaxed masks; the package has no
+    public one, so the losses carry this three-line version rather than reach into gumbel's internals.)
+    """
+    return z - _logsumexp(z, xp, axis=-1)  # (..., N)
 
 
 def _logsumexp(x, xp, axis: int):
