@@ -186,9 +186,16 @@ def topk_mask(scores, k):
     needs at least k finite scores. Not differentiable (a piecewise-constant function of the scores).
     """
     raw, rxp, k = _check_scores(scores, k, "topk_mask")
-    order = rxp.argsort(-raw, axis=-1, kind="stable")  # (..., N) indices, best first
-    rank = rxp.argsort(order, axis=-1, kind="stable")  # (..., N) inverse permutation: rank of each item
-    return (rank < k).astype(raw.dtype)  # (..., N)
+    return _topk_mask(raw, k, rxp)
+
+
+def _topk_mask(w, k: int, xp):
+    """topk_mask without validation: threshold at the k-th largest value, ties at it by lowest index."""
+    kth = -xp.partition(-w, k - 1, axis=-1)[..., k - 1 : k]  # (..., 1) the k-th largest score
+    above = w > kth  # (..., N) surely selected, fewer than k of them
+    at = w == kth  # (..., N) ties at the threshold: take the first k - #above by index
+    need = k - xp.sum(above, axis=-1, keepdims=True)  # (..., 1) >= 1
+    return (above | (at & (xp.cumsum(at, axis=-1) <= need))).astype(w.dtype)  # (..., N)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -204,52 +211,74 @@ class RelaxedTopKCache(NamedTuple):
     kappa: float
     shape: tuple  # scores.shape (..., N)
     S: Any = None  # "max": (..., K, N) the K Gumbel-softmax draws
-    win: Any = None  # "max": (..., K, N) 0/1, win[j, i] = 1 iff j = j*(i) = argmax_j S[j, i] (lowest j on ties)
+    M: Any = None  # "max": (..., N) the mask, max_j S^(j)
     a: Any = None  # "iterative"/"st": (K, ..., N) the per-step softmaxes a^(j)
     log1m_a: Any = None  # "iterative"/"st": (K-1, ..., N) log(1 - a^(j)) for j < K (-inf where a^(j) == 1)
 
 
-def _log_softmax(z, xp):
-    """log softmax over the last axis; -inf entries stay -inf (their softmax is exactly 0)."""
-    zmax = xp.max(z, axis=-1, keepdims=True)  # (..., 1), finite: every row has a finite entry
-    zs = z - zmax  # (..., N) <= 0
-    return zs - xp.log(xp.sum(xp.exp(zs), axis=-1, keepdims=True))  # (..., N)
+def _softmax(z, xp, *, own=False):
+    """(p, log p) with p = softmax(z) over the last axis, one exp; -inf entries get p = 0, log p = -inf.
 
-
-def _log1mexp(x, xp):
-    """log(1 - exp(x)) for x <= 0, accurate everywhere (Mächler 2012); -inf at x = 0, 0 at x = -inf.
-
-    Both branches are evaluated on safe stand-in values so that no log(0) is ever computed (no warning,
-    and autograd sees a finite derivative on the branch where() discards).
+    own=True says z is a fresh, untraced temporary of ours: its buffer is reused (the hand path allocates
+    two arrays instead of four; autograd always takes the functional branch).
     """
-    near = x > _LOG_HALF  # (..., N) 1 - exp(x) < 1/2: use expm1 to keep the small difference
-    at_zero = x == 0.0  # (..., N) a == 1 exactly: log(0) = -inf
-    x_near = xp.where(near & ~at_zero, x, -0.5)  # (..., N) in (-log 2, 0)
-    x_far = xp.where(near, -1.0, x)  # (..., N) <= -log 2 (or -inf)
-    out = xp.where(near, xp.log(-xp.expm1(x_near)), xp.log1p(-xp.exp(x_far)))  # (..., N)
-    return xp.where(at_zero, -xp.inf, out)  # (..., N)
+    zmax = xp.max(z, axis=-1, keepdims=True)  # (..., 1), finite: every row has a finite entry
+    if own:
+        z -= zmax  # (..., N) <= 0
+        zs = z
+    else:
+        zs = z - zmax  # (..., N) <= 0
+    e = xp.exp(zs)  # (..., N) in [0, 1], 1 at the row max
+    s = xp.sum(e, axis=-1, keepdims=True)  # (..., 1) in [1, N]
+    logs = xp.log(s)  # (..., 1)
+    if own:
+        e /= s
+        zs -= logs
+        return e, zs
+    return e / s, zs - logs  # (..., N), (..., N)
 
 
-def _max_forward(keys, tau, xp):
-    """keys (..., K, N) = κw + G^(j). S^(j) = softmax(keys^(j)/τ), M = max_j S^(j)."""
-    S = xp.exp(_log_softmax(keys / tau, xp))  # (..., K, N) each row sums to 1
+def _log1m(p, logp, xp):
+    """log(1 - p) given p = softmax(.) and logp = log p (log1mexp, Maechler 2012), -inf where p == 1.
+
+    Far from p = 1 (logp <= -log 2) log1p(-p) is accurate. Near it, 1 - p cancels and log(-expm1(logp)) is
+    the accurate form; since the p of a row sum to 1, only the row's largest entry can be near, so that
+    branch is evaluated on one value per row. No log(0) is ever evaluated: an entry with logp == 0
+    (p rounds to 1) gets -inf directly, and where() only ever sees finite stand-ins.
+    """
+    near = logp > _LOG_HALF  # (..., N) at most one True per row
+    far = xp.log1p(-xp.where(near, 0.0, p))  # (..., N) exact for the far entries
+    lmax = xp.max(logp, axis=-1, keepdims=True)  # (..., 1) the only entry that can be near
+    at_one = lmax == 0.0  # (..., 1) p rounds to exactly 1
+    lsafe = xp.where(at_one | (lmax <= _LOG_HALF), -1.0, lmax)  # (..., 1) in (-log 2, 0)
+    near_val = xp.where(at_one, -xp.inf, xp.log(-xp.expm1(lsafe)))  # (..., 1)
+    # broadcast_to, not implicit broadcasting: autograd's where() does not reduce a broadcast gradient
+    return xp.where(near, xp.broadcast_to(near_val, far.shape), far)  # (..., N)
+
+
+def _max_forward(z, xp, own):
+    """z (..., K, N) = (κw + G^(j))/τ. S^(j) = softmax(z^(j)), M = max_j S^(j)."""
+    S, _ = _softmax(z, xp, own=own)  # (..., K, N) each row sums to 1
     M = xp.max(S, axis=-2)  # (..., N)
     return M, S
 
 
-def _iterative_forward(alpha, k, tau, xp):
+def _iterative_forward(alpha, k, tau, xp, own):
     """alpha (..., N) = κw + G. a^(j) = softmax(α/τ), α ← α + log(1 - a^(j)), M = Σ_j a^(j)."""
     a_steps, l1m_steps = [], []
     M = None
+    inv_tau = 1.0 / tau
     for j in range(k):
-        logp = _log_softmax(alpha / tau, xp)  # (..., N) log a^(j)
-        a = xp.exp(logp)  # (..., N) a^(j), sums to 1
+        a, logp = _softmax(alpha * inv_tau, xp, own=own)  # (..., N) a^(j) sums to 1, (..., N) log a^(j)
         a_steps.append(a)
         M = a if M is None else M + a  # (..., N)
         if j < k - 1:  # the last update of α is never used
-            l1m = _log1mexp(logp, xp)  # (..., N) log(1 - a^(j)); -inf excludes an item whose a^(j) == 1
+            l1m = _log1m(a, logp, xp)  # (..., N) log(1 - a^(j)); -inf excludes an item whose a^(j) == 1
             l1m_steps.append(l1m)
-            alpha = alpha + l1m  # (..., N)
+            if own and j > 0:
+                alpha += l1m  # (..., N) our own buffer since step 1
+            else:
+                alpha = alpha + l1m  # (..., N)
     return M, a_steps, l1m_steps
 
 
@@ -269,27 +298,25 @@ def relaxed_topk_forward(scores, noise, k, *, tau, kappa=1.0, method="max"):
     kappa = _check_positive("kappa", kappa, fn)
     _check_noise(noise, raw, k, method, fn)
     xp = get_xp(scores, noise)
+    own = not (is_traced(scores) or is_traced(noise))  # untraced: temporaries of ours may be reused in place
     shape = tuple(raw.shape)
 
     if method == "max":
-        keys = kappa * scores[..., None, :]  # (..., 1, N): without noise the K draws coincide
+        z = (kappa / tau) * scores[..., None, :]  # (..., 1, N): without noise the K draws coincide
         if noise is not None:
-            keys = keys + noise  # (..., K, N)
-        M, S = _max_forward(keys, tau, xp)  # (..., N), (..., K|1, N)
-        # j*(i): the draw that wins the max for item i, lowest j on ties (argmax returns the first).
-        jstar = xp.argmax(_raw(S), axis=-2)  # (..., N)
-        rxp = get_xp(_raw(S))
-        win = (rxp.arange(_raw(S).shape[-2])[:, None] == jstar[..., None, :]).astype(raw.dtype)  # (..., K|1, N)
-        return M, RelaxedTopKCache(method, k, tau, kappa, shape, S=_raw(S), win=win)
+            z = z + noise * (1.0 / tau)  # (..., K, N)
+        M, S = _max_forward(z, xp, own)  # (..., N), (..., K|1, N)
+        return M, RelaxedTopKCache(method, k, tau, kappa, shape, S=_raw(S), M=_raw(M))
 
     alpha = kappa * scores if noise is None else kappa * scores + noise  # (..., N)
-    M, a_steps, l1m_steps = _iterative_forward(alpha, k, tau, xp)  # (..., N), K x (..., N), (K-1) x (..., N)
-    a_raw = get_xp(raw).stack([_raw(a) for a in a_steps])  # (K, ..., N)
-    l1m_raw = get_xp(raw).stack([_raw(x) for x in l1m_steps]) if l1m_steps else None  # (K-1, ..., N)
+    hard = _topk_mask(_raw(alpha), k, get_xp(raw)) if method == "st" else None  # (..., N) exact K-hot of κw + G
+    M, a_steps, l1m_steps = _iterative_forward(alpha, k, tau, xp, own)  # (..., N), K x (..., N), (K-1) x (..., N)
+    rxp = get_xp(raw)
+    a_raw = rxp.stack([_raw(a) for a in a_steps])  # (K, ..., N)
+    l1m_raw = rxp.stack([_raw(x) for x in l1m_steps]) if l1m_steps else None  # (K-1, ..., N)
     cache = RelaxedTopKCache(method, k, tau, kappa, shape, a=a_raw, log1m_a=l1m_raw)
     if method == "iterative":
         return M, cache
-    hard = topk_mask(_raw(alpha), k)  # (..., N) exact K-hot of κw + G
     if is_traced(M):
         # Straight-through for the autograd oracle: the value is `hard` exactly (x - x == 0 in floating
         # point), the derivative is the relaxation's.
@@ -326,13 +353,19 @@ def relaxed_topk_backward(dmask, cache):
     _check_dmask(dmask, cache, fn)
     xp = get_xp(dmask)
     if cache.method == "max":
-        S, win = cache.S, cache.win  # (..., K, N), (..., K, N)
-        # M = max(S, axis=-2): the gradient goes to the winning draw only
-        dS = win * dmask[..., None, :]  # (..., K, N)
-        # S = exp(log_softmax(keys / τ)): softmax backward, dz = S ⊙ (dS - <dS, S>)
-        dz = S * (dS - xp.sum(dS * S, axis=-1, keepdims=True))  # (..., K, N)
-        # keys = κ * scores[..., None, :] + noise, scaled by 1/τ
-        return (cache.kappa / cache.tau) * xp.sum(dz, axis=-2)  # (..., N)
+        S = cache.S  # (..., K, N)
+        kk = S.shape[-2]
+        # M = max(S, axis=-2): item i's gradient goes to its winning draw j*(i) only (argmax: lowest j on ties)
+        jstar = xp.argmax(S, axis=-2)  # (..., N)
+        win = (xp.arange(kk)[:, None] == jstar[..., None, :]).astype(S.dtype)  # (..., K, N) one-hot over j
+        # S^(j) = softmax(z^(j)): dz^(j) = S^(j) ⊙ (dS^(j) - <dS^(j), S^(j)>) with dS^(j)_i = win_ji g_i.
+        # <dS^(j), S^(j)> = Σ_i win_ji g_i M_i (the winner's S is M), so summed over j:
+        # Σ_j dz^(j)_i = g_i M_i - Σ_j S^(j)_i t_j,  t_j = Σ_i win_ji g_i M_i.
+        gM = dmask * cache.M  # (..., N)
+        t = xp.matmul(win, gM[..., :, None])  # (..., K, 1)
+        dz = gM - xp.matmul(xp.swapaxes(t, -1, -2), S)[..., 0, :]  # (..., N)
+        # z = (κ/τ) * scores[..., None, :] + noise / τ
+        return (cache.kappa / cache.tau) * dz  # (..., N)
 
     a, l1m = cache.a, cache.log1m_a  # (K, ..., N), (K-1, ..., N)
     inv_tau = 1.0 / cache.tau
@@ -342,13 +375,13 @@ def relaxed_topk_backward(dmask, cache):
         # a = exp(logp); M = M + a
         dlogp = dmask * aj  # (..., N)
         if dalpha is not None:
-            # alpha = alpha + l1m, l1m = log1mexp(logp): dl1m/dlogp = -a / (1 - a) = -a * exp(-l1m).
-            # Where a == 1 the forward set α = -inf; that item gets no gradient from later steps
-            # (its later softmax weight is exactly 0), so its term is 0, not 0 * inf.
+            # alpha = alpha + l1m, l1m = log(1 - a): dl1m/dlogp = -a / (1 - a).
+            # -a / (1 - a) = -expm1(-l1m) keeps its accuracy where 1 - a cancels.
+            # Where a == 1 the forward set α = -inf (l1m = -inf); the item's later softmax weights are exactly
+            # 0, so dalpha is exactly 0 there, and the where() keeps the product 0 instead of 0 * inf = NaN.
             lj = l1m[j]  # (..., N)
-            excluded = lj == -xp.inf  # (..., N)
-            coef = -aj * xp.exp(-xp.where(excluded, 0.0, lj))  # (..., N)
-            dlogp = dlogp + xp.where(excluded, 0.0, coef * dalpha)  # (..., N)
+            coef = -xp.expm1(-xp.where(lj == -xp.inf, 0.0, lj))  # (..., N), 0 at excluded items
+            dlogp = dlogp + coef * dalpha  # (..., N)
         # logp = log_softmax(alpha / tau): dz = dlogp - a * Σ dlogp
         dz = dlogp - aj * xp.sum(dlogp, axis=-1, keepdims=True)  # (..., N)
         dalpha = dz * inv_tau if dalpha is None else dalpha + dz * inv_tau  # (..., N)
