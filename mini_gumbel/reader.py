@@ -1,0 +1,481 @@
+"""A tiny Fusion-in-Decoder (FiD) reader with Differentiable Masked Attention (METHOD.md §6).
+
+Encoder: each of the B·N sequences ``question ⊕ SEP ⊕ document`` (L tokens, shared position ids 0..L−1) is
+read on its own by a pre-LN transformer, batched as (B·N, L, C). Decoder: teacher-forced on ``ans_in`` with
+causal self-attention, then cross-attention over all N·L encoder states of its example in every layer, with the
+document mask M (B, N) applied as DMA in every layer and head; a final LN and an LM head.
+
+Choices (ours): the token embedding is shared by encoder and decoder inputs; the LM head is a separate
+(C, V) matrix plus bias, *not* tied to the embedding, so that the pad token's embedding provably never
+matters (its gradient is exactly 0). Layer norm eps 1e-5, GELU (tanh), no dropout.
+
+Dimension letters: B batch, N documents, L tokens per encoder sequence, S = N·L, T answer tokens,
+C width, H heads, F feed-forward width, V vocabulary.
+
+    params = init_reader(cfg, seed)
+    loss, cache = reader_forward(params, cfg, ctx, ans_in, ans_out, mask)
+    dparams, dmask = reader_backward(1.0, cache)                     # training the reader
+    _, dmask = reader_backward(1.0, cache, param_grads=False)        # frozen reader: encoder skipped
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from . import ops
+from .backend import get_xp, is_traced
+
+__all__ = ["ReaderConfig", "ReaderCache", "init_reader", "reader_forward", "reader_backward", "greedy_decode",
+           "reader_encode", "param_shapes"]
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    vocab_size: int
+    d_model: int = 64
+    n_heads: int = 4
+    n_enc_layers: int = 2
+    n_dec_layers: int = 2
+    d_ff: int = 256
+    max_ctx_len: int = 32  # L positions
+    max_ans_len: int = 8  # T positions
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+
+    def __post_init__(self):
+        for name in ("vocab_size", "d_model", "n_heads", "d_ff", "max_ctx_len", "max_ans_len"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"ReaderConfig: {name}={v!r}; expected a positive int")
+        for name in ("n_enc_layers", "n_dec_layers"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"ReaderConfig: {name}={v!r}; expected an int >= 0")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"ReaderConfig: d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        for name in ("pad_id", "bos_id", "eos_id"):
+            v = getattr(self, name)
+            if not 0 <= v < self.vocab_size:
+                raise ValueError(f"ReaderConfig: {name}={v} is outside [0, vocab_size={self.vocab_size})")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# parameters
+
+
+def param_shapes(cfg: ReaderConfig) -> dict:
+    """Name -> shape of every parameter, in a fixed order."""
+    C, F, V = cfg.d_model, cfg.d_ff, cfg.vocab_size
+    shapes = {"tok_emb": (V, C), "enc_pos": (cfg.max_ctx_len, C), "dec_pos": (cfg.max_ans_len, C)}
+
+    def ln(prefix):
+        shapes[prefix + "g"] = (C,)
+        shapes[prefix + "b"] = (C,)
+
+    def mlp(prefix):
+        shapes.update({prefix + "W1": (C, F), prefix + "b1": (F,), prefix + "W2": (F, C), prefix + "b2": (C,)})
+
+    for l in range(cfg.n_enc_layers):
+        p = f"enc.{l}."
+        ln(p + "ln1.")
+        shapes.update({p + "attn.Wqkv": (C, 3 * C), p + "attn.bqkv": (3 * C,), p + "attn.Wo": (C, C),
+                       p + "attn.bo": (C,)})
+        ln(p + "ln2.")
+        mlp(p + "mlp.")
+    ln("enc.lnf.")
+    for l in range(cfg.n_dec_layers):
+        p = f"dec.{l}."
+        ln(p + "ln1.")
+        shapes.update({p + "self.Wqkv": (C, 3 * C), p + "self.bqkv": (3 * C,), p + "self.Wo": (C, C),
+                       p + "self.bo": (C,)})
+        ln(p + "ln2.")
+        shapes.update({p + "cross.Wq": (C, C), p + "cross.bq": (C,), p + "cross.Wkv": (C, 2 * C),
+                       p + "cross.bkv": (2 * C,), p + "cross.Wo": (C, C), p + "cross.bo": (C,)})
+        ln(p + "ln3.")
+        mlp(p + "mlp.")
+    ln("dec.lnf.")
+    shapes.update({"lm.W": (C, V), "lm.b": (V,)})
+    return shapes
+
+
+def init_reader(cfg: ReaderConfig, seed: int, *, dtype=np.float64) -> dict:
+    """Parameters as a dict name -> array. Weights ~ N(0, 1/fan_in); the projections that write into the
+    residual stream (attention Wo, MLP W2) are further scaled by 1/√(2·layers); LN g = 1, biases 0;
+    embeddings N(0, 1) so that a token is a unit-scale vector before the first layer norm."""
+    if not isinstance(cfg, ReaderConfig):
+        raise TypeError(f"init_reader: cfg has type {type(cfg).__name__}; expected ReaderConfig")
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"init_reader: dtype={dtype}; expected float32 or float64")
+    rng = np.random.default_rng(seed)
+    n_res = 2 * max(cfg.n_enc_layers + cfg.n_dec_layers, 1)
+    params = {}
+    for name, shape in param_shapes(cfg).items():
+        leaf = name.rsplit(".", 1)[-1]
+        if name in ("tok_emb", "enc_pos", "dec_pos"):
+            w = rng.standard_normal(shape) * (0.3 if name.endswith("pos") else 1.0)
+        elif leaf == "g":
+            w = np.ones(shape)
+        elif len(shape) == 1:
+            w = np.zeros(shape)
+        else:
+            w = rng.standard_normal(shape) / np.sqrt(shape[0])
+            if leaf in ("Wo", "W2"):
+                w = w / np.sqrt(n_res)
+        params[name] = w.astype(dtype)
+    return params
+
+
+def _sub(params, prefix):
+    n = len(prefix)
+    return {k[n:]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+def _put(grads, prefix, sub):
+    for k, v in sub.items():
+        grads[prefix + k] = v
+
+
+# ---------------------------------------------------------------------------------------------------------
+# validation
+
+
+def _raw(a):
+    while is_traced(a):
+        a = a._value
+    return a
+
+
+def _check_params(params, cfg, where):
+    if not isinstance(cfg, ReaderConfig):
+        raise TypeError(f"{where}: cfg has type {type(cfg).__name__}; expected ReaderConfig")
+    params = _raw(params)  # autograd wraps a traced dict in a box
+    if not isinstance(params, dict):
+        raise TypeError(f"{where}: params has type {type(params).__name__}; expected dict[str, array]")
+    shapes = param_shapes(cfg)
+    missing = [k for k in shapes if k not in params]
+    if missing:
+        raise ValueError(f"{where}: params is missing {missing[:5]} (expected every key of param_shapes(cfg))")
+    dtype = _raw(params["tok_emb"]).dtype
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"{where}: params['tok_emb'].dtype={dtype}; expected float32 or float64")
+    for k, shape in shapes.items():
+        a = _raw(params[k])
+        if tuple(a.shape) != shape:
+            raise ValueError(f"{where}: params[{k!r}].shape={tuple(a.shape)}; expected {shape} for this cfg")
+        if a.dtype != dtype:
+            raise TypeError(f"{where}: params[{k!r}].dtype={a.dtype}; expected {dtype} like params['tok_emb']")
+    return dtype
+
+
+def _check_tokens(name, a, ndim, cfg, where):
+    a = _raw(a)
+    if not hasattr(a, "dtype") or a.ndim != ndim:
+        raise ValueError(f"{where}: {name} has shape {getattr(a, 'shape', None)}; expected {ndim} dims")
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{where}: {name}.dtype={a.dtype}; expected an integer dtype")
+    if a.size:
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi >= cfg.vocab_size:
+            raise ValueError(f"{where}: {name} has token ids in [{lo}, {hi}]; expected [0, {cfg.vocab_size})")
+
+
+def _check_ctx(ctx, cfg, where):
+    _check_tokens("ctx", ctx, 3, cfg, where)
+    B, N, L = ctx.shape
+    if B < 1 or N < 1 or L < 1:
+        raise ValueError(f"{where}: ctx.shape={ctx.shape}; expected (B, N, L) with every size >= 1")
+    if L > cfg.max_ctx_len:
+        raise ValueError(f"{where}: ctx has L={L} tokens per sequence; expected L <= max_ctx_len={cfg.max_ctx_len}")
+    if bool((ctx == cfg.pad_id).all(axis=-1).any()):
+        b, n = np.argwhere(np.asarray((ctx == cfg.pad_id).all(axis=-1).tolist()))[0]
+        raise ValueError(f"{where}: ctx[{b}, {n}] is all padding (pad_id={cfg.pad_id}); expected a question in "
+                         "every sequence")
+
+
+def _check_mask(mask, B, N, dtype, where):
+    if mask is None:
+        return None
+    m = _raw(mask)
+    if not hasattr(m, "shape") or tuple(m.shape) != (B, N):
+        raise ValueError(f"{where}: mask has shape {getattr(m, 'shape', None)}; expected (B, N) = {(B, N)}")
+    if m.dtype.kind != "f":
+        raise TypeError(f"{where}: mask.dtype={m.dtype}; expected a float dtype")
+    xp = get_xp(m)
+    if not bool(xp.all(xp.isfinite(m))):
+        raise ValueError(f"{where}: mask has non-finite entries; expected finite values in [0, 1]")
+    if bool(xp.any(m < 0)):
+        raise ValueError(f"{where}: mask has negative entries (min {float(m.min())}); expected values >= 0")
+    rows = xp.sum(m, axis=-1)
+    if bool(xp.any(rows <= 0)):
+        b = int(xp.argmin(rows))
+        raise ValueError(f"{where}: mask row {b} sums to {float(rows[b])}; expected every row to keep some "
+                         "document (sum > 0)")
+    if m.dtype != dtype and not is_traced(mask):
+        mask = mask.astype(dtype)
+    return mask
+
+
+# ---------------------------------------------------------------------------------------------------------
+# encoder
+
+
+class EncoderCache(NamedTuple):
+    emb: ops.EmbeddingCache
+    layers: list  # per layer (ln1, attn, ln2, mlp) caches
+    lnf: ops.LayerNormCache
+    BN_L: tuple  # (B, N, L)
+
+
+def _encoder_forward(params, cfg, ctx):
+    B, N, L = ctx.shape
+    ids = ctx.reshape(B * N, L)  # (B·N, L)
+    key_pad = ids == cfg.pad_id  # (B·N, L)
+    x, c_emb = ops.embedding_forward(ids, params["tok_emb"])  # (B·N, L, C)
+    x = x + params["enc_pos"][:L]  # (B·N, L, C)
+    layers = []
+    for l in range(cfg.n_enc_layers):
+        p = f"enc.{l}."
+        h, c1 = ops.layernorm_forward(x, params[p + "ln1.g"], params[p + "ln1.b"])  # (B·N, L, C)
+        h, c2 = ops.self_attention_forward(h, _sub(params, p + "attn."), cfg.n_heads, key_pad=key_pad)
+        x = x + h  # (B·N, L, C)
+        h, c3 = ops.layernorm_forward(x, params[p + "ln2.g"], params[p + "ln2.b"])  # (B·N, L, C)
+        h, c4 = ops.mlp_forward(h, _sub(params, p + "mlp."))  # (B·N, L, C)
+        x = x + h  # (B·N, L, C)
+        layers.append((c1, c2, c3, c4))
+    x, c_f = ops.layernorm_forward(x, params["enc.lnf.g"], params["enc.lnf.b"])  # (B·N, L, C)
+    return x, EncoderCache(c_emb, layers, c_f, (B, N, L))
+
+
+def _encoder_backward(dx, cache, cfg, grads):
+    B, N, L = cache.BN_L
+    dx, grads["enc.lnf.g"], grads["enc.lnf.b"] = ops.layernorm_backward(dx, cache.lnf)  # (B·N, L, C)
+    for l in reversed(range(cfg.n_enc_layers)):
+        p = f"enc.{l}."
+        c1, c2, c3, c4 = cache.layers[l]
+        # x = x + mlp(ln2(x))
+        dh, dp = ops.mlp_backward(dx, c4)
+        _put(grads, p + "mlp.", dp)
+        dh, grads[p + "ln2.g"], grads[p + "ln2.b"] = ops.layernorm_backward(dh, c3)
+        dx = dx + dh  # (B·N, L, C)
+        # x = x + attn(ln1(x))
+        dh, dp = ops.self_attention_backward(dx, c2)
+        _put(grads, p + "attn.", dp)
+        dh, grads[p + "ln1.g"], grads[p + "ln1.b"] = ops.layernorm_backward(dh, c1)
+        dx = dx + dh  # (B·N, L, C)
+    # x = tok_emb[ids] + enc_pos[:L]
+    xp = get_xp(dx)
+    dpos_L = xp.sum(dx, axis=0)  # (L, C)
+    if L < cfg.max_ctx_len:
+        dpos_L = xp.concatenate([dpos_L, xp.zeros((cfg.max_ctx_len - L, dx.shape[-1]), dx.dtype)])
+    grads["enc_pos"] = dpos_L  # (max_ctx_len, C)
+    return ops.embedding_backward(dx, cache.emb)  # (V, C)
+
+
+def reader_encode(params, cfg, ctx):
+    """Encoder states (B, N, L, C) of ``ctx`` (B, N, L); independent of the document mask."""
+    _check_params(params, cfg, "reader_encode")
+    _check_ctx(ctx, cfg, "reader_encode")
+    B, N, L = ctx.shape
+    x, _ = _encoder_forward(params, cfg, ctx)
+    return get_xp(x).reshape(x, (B, N, L, cfg.d_model))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# decoder
+
+
+class DecoderCache(NamedTuple):
+    layers: list  # per layer (ln1, self, ln2, cross, ln3, mlp) caches
+    lnf: ops.LayerNormCache
+    head: ops.LinearCache
+    emb: ops.EmbeddingCache
+    T: int
+
+
+def _cross_kv(params, cfg, mem):
+    """Per decoder layer (k, v) of the encoder memory (B, S, C), and their caches."""
+    kvs, caches = [], []
+    for l in range(cfg.n_dec_layers):
+        kv, c = ops.cross_kv_forward(mem, _sub(params, f"dec.{l}.cross."), cfg.n_heads)
+        kvs.append(kv)
+        caches.append(c)
+    return kvs, caches
+
+
+def _decoder_forward(params, cfg, kvs, key_pad, mask, ans_in):
+    T = ans_in.shape[1]
+    y, c_emb = ops.embedding_forward(ans_in, params["tok_emb"])  # (B, T, C)
+    y = y + params["dec_pos"][:T]  # (B, T, C)
+    layers = []
+    for l in range(cfg.n_dec_layers):
+        p = f"dec.{l}."
+        h, c1 = ops.layernorm_forward(y, params[p + "ln1.g"], params[p + "ln1.b"])  # (B, T, C)
+        h, c2 = ops.self_attention_forward(h, _sub(params, p + "self."), cfg.n_heads, causal=True)  # (B, T, C)
+        y = y + h  # (B, T, C)
+        h, c3 = ops.layernorm_forward(y, params[p + "ln2.g"], params[p + "ln2.b"])  # (B, T, C)
+        h, c4 = ops.cross_attention_forward(h, kvs[l], _sub(params, p + "cross."), cfg.n_heads,
+                                            key_pad=key_pad, doc_mask=mask)  # (B, T, C)
+        y = y + h  # (B, T, C)
+        h, c5 = ops.layernorm_forward(y, params[p + "ln3.g"], params[p + "ln3.b"])  # (B, T, C)
+        h, c6 = ops.mlp_forward(h, _sub(params, p + "mlp."))  # (B, T, C)
+        y = y + h  # (B, T, C)
+        layers.append((c1, c2, c3, c4, c5, c6))
+    y, c_f = ops.layernorm_forward(y, params["dec.lnf.g"], params["dec.lnf.b"])  # (B, T, C)
+    logits, c_head = ops.linear_forward(y, params["lm.W"], params["lm.b"])  # (B, T, V)
+    return logits, DecoderCache(layers, c_f, c_head, c_emb, T)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the model
+
+
+class ReaderCache(NamedTuple):
+    logprobs: object  # (B, T) log p(ans_out_t | ...), 0 where ans_out is padding
+    nll: object  # (B,) per-example mean token NLL
+    logits: object  # (B, T, V)
+    xattn: Optional[list]  # need_attn: per decoder layer ops.AttnRecord(probs, scores, value_norms)
+    key_pad: object  # (B, S) bool, True where the key token is padding
+    mask: object  # (B, N) the document mask used (None: all ones)
+    enc: EncoderCache
+    dec: DecoderCache
+    kv: list  # per decoder layer CrossKVCache
+    ce: ops.CrossEntropyCache
+    cfg: ReaderConfig
+    shape: tuple  # (B, N, L, T)
+
+
+def reader_forward(params, cfg, ctx, ans_in, ans_out, mask=None, *, need_attn=False):
+    """Teacher-forced loss of the answer given N documents under the document mask M.
+
+    ctx (B, N, L) int; ans_in (B, T) int (BOS, a_1..a_{T−1}); ans_out (B, T) int (a_1..a_T, pad_id where
+    padded); mask (B, N) float >= 0 or None (all ones). Returns (loss, cache): loss is the batch mean of the
+    per-example mean token NLL; cache.logprobs (B, T), cache.nll (B,), cache.logits (B, T, V) and with
+    need_attn cache.xattn (per layer AttnRecord) and cache.key_pad (B, N·L).
+    """
+    where = "reader_forward"
+    dtype = _check_params(params, cfg, where)
+    _check_ctx(ctx, cfg, where)
+    B, N, L = ctx.shape
+    for name, a in (("ans_in", ans_in), ("ans_out", ans_out)):
+        _check_tokens(name, a, 2, cfg, where)
+        if a.shape[0] != B or not 1 <= a.shape[1] <= cfg.max_ans_len:
+            raise ValueError(f"{where}: {name}.shape={a.shape}; expected (B={B}, T) with 1 <= T <= "
+                             f"max_ans_len={cfg.max_ans_len}")
+    if ans_in.shape != ans_out.shape:
+        raise ValueError(f"{where}: ans_in.shape={ans_in.shape} differs from ans_out.shape={ans_out.shape}")
+    mask = _check_mask(mask, B, N, dtype, where)
+    xp = get_xp(params["tok_emb"], mask)
+    T = ans_in.shape[1]
+
+    enc_out, c_enc = _encoder_forward(params, cfg, ctx)  # (B·N, L, C)
+    mem = xp.reshape(enc_out, (B, N * L, cfg.d_model))  # (B, S, C)
+    key_pad = ctx.reshape(B, N * L) == cfg.pad_id  # (B, S)
+    kvs, c_kv = _cross_kv(params, cfg, mem)
+    logits, c_dec = _decoder_forward(params, cfg, kvs, key_pad, mask, ans_in)  # (B, T, V)
+    loss, c_ce = ops.cross_entropy_forward(logits, ans_out, pad_id=cfg.pad_id)
+    xattn = [ops.cross_attention_record(c[3]) for c in c_dec.layers] if need_attn else None
+    cache = ReaderCache(c_ce.logprobs, c_ce.nll, logits, xattn, key_pad, mask, c_enc, c_dec, c_kv, c_ce, cfg,
+                        (B, N, L, T))
+    return loss, cache
+
+
+def reader_backward(dloss, cache, *, param_grads=True):
+    """Returns (dparams, dmask). dmask (B, N) is None when the forward had mask=None.
+
+    param_grads=False: no parameter gradient and no encoder backward at all (the mask only enters the
+    decoder's cross-attention), i.e. exactly what a frozen reader needs to pass a gradient to M.
+    """
+    cfg = cache.cfg
+    B, N, L, T = cache.shape
+    xp = get_xp(cache.logits)
+    grads = {} if param_grads else None
+    dlogits = ops.cross_entropy_backward(dloss, cache.ce)  # (B, T, V)
+    dec = cache.dec
+    # logits = y @ lm.W + lm.b
+    dy, dW, db = ops.linear_backward(dlogits, dec.head, param_grads=param_grads)  # (B, T, C)
+    dy, dg, dbn = ops.layernorm_backward(dy, dec.lnf, param_grads=param_grads)  # (B, T, C)
+    if param_grads:
+        grads.update({"lm.W": dW, "lm.b": db, "dec.lnf.g": dg, "dec.lnf.b": dbn})
+    dmask = None
+    dmem = None  # (B, S, C)
+    for l in reversed(range(cfg.n_dec_layers)):
+        p = f"dec.{l}."
+        c1, c2, c3, c4, c5, c6 = dec.layers[l]
+        # y = y + mlp(ln3(y))
+        dh, dp = ops.mlp_backward(dy, c6, param_grads=param_grads)
+        dh, dg, dbn = ops.layernorm_backward(dh, c5, param_grads=param_grads)
+        if param_grads:
+            _put(grads, p + "mlp.", dp)
+            grads[p + "ln3.g"], grads[p + "ln3.b"] = dg, dbn
+        dy = dy + dh  # (B, T, C)
+        # y = y + cross(ln2(y), kv(mem), M)
+        dh, dk, dv, dp, dM = ops.cross_attention_backward(dy, c4, param_grads=param_grads)
+        if dM is not None:
+            dmask = dM if dmask is None else dmask + dM  # (B, N)
+        dh, dg, dbn = ops.layernorm_backward(dh, c3, param_grads=param_grads)
+        if param_grads:
+            _put(grads, p + "cross.", dp)
+            grads[p + "ln2.g"], grads[p + "ln2.b"] = dg, dbn
+            dm, dpkv = ops.cross_kv_backward(dk, dv, cache.kv[l])  # (B, S, C)
+            _put(grads, p + "cross.", dpkv)
+            dmem = dm if dmem is None else dmem + dm
+        dy = dy + dh  # (B, T, C)
+        # y = y + self(ln1(y))
+        dh, dp = ops.self_attention_backward(dy, c2, param_grads=param_grads)
+        dh, dg, dbn = ops.layernorm_backward(dh, c1, param_grads=param_grads)
+        if param_grads:
+            _put(grads, p + "self.", dp)
+            grads[p + "ln1.g"], grads[p + "ln1.b"] = dg, dbn
+        dy = dy + dh  # (B, T, C)
+    if not param_grads:
+        return None, dmask
+    # y = tok_emb[ans_in] + dec_pos[:T]
+    C = cfg.d_model
+    dpos = xp.sum(dy, axis=0)  # (T, C)
+    if T < cfg.max_ans_len:
+        dpos = xp.concatenate([dpos, xp.zeros((cfg.max_ans_len - T, C), dy.dtype)])
+    grads["dec_pos"] = dpos  # (max_ans_len, C)
+    demb = ops.embedding_backward(dy, dec.emb)  # (V, C)
+    if dmem is None:  # no decoder layer: the encoder does not reach the loss
+        dmem = xp.zeros((B, N * L, C), dy.dtype)
+    demb = demb + _encoder_backward(xp.reshape(dmem, (B * N, L, C)), cache.enc, cfg, grads)  # (V, C)
+    grads["tok_emb"] = demb
+    return {k: grads[k] for k in param_shapes(cfg)}, dmask
+
+
+def greedy_decode(params, cfg, ctx, mask=None, *, max_len=None):
+    """Greedy answer (B, T') under the document mask: tokens up to and including EOS, then pad_id.
+
+    The encoder and the cross-attention keys/values run once; the decoder re-runs on the growing prefix.
+    Stops early once every row has produced EOS.
+    """
+    where = "greedy_decode"
+    dtype = _check_params(params, cfg, where)
+    _check_ctx(ctx, cfg, where)
+    B, N, L = ctx.shape
+    max_len = cfg.max_ans_len if max_len is None else max_len
+    if not isinstance(max_len, (int, np.integer)) or not 1 <= max_len <= cfg.max_ans_len:
+        raise ValueError(f"{where}: max_len={max_len!r}; expected an int in [1, max_ans_len={cfg.max_ans_len}]")
+    mask = _check_mask(mask, B, N, dtype, where)
+    xp = get_xp(params["tok_emb"])
+    enc_out, _ = _encoder_forward(params, cfg, ctx)  # (B·N, L, C)
+    mem = xp.reshape(enc_out, (B, N * L, cfg.d_model))  # (B, S, C)
+    key_pad = ctx.reshape(B, N * L) == cfg.pad_id  # (B, S)
+    kvs, _ = _cross_kv(params, cfg, mem)
+    prefix = xp.full((B, 1), cfg.bos_id, dtype=ctx.dtype)  # (B, 1)
+    done = xp.zeros(B, dtype=bool)  # (B,)
+    out = []
+    for _ in range(max_len):
+        logits, _ = _decoder_forward(params, cfg, kvs, key_pad, mask, prefix)  # (B, t, V)
+        nxt = xp.argmax(logits[:, -1], axis=-1).astype(ctx.dtype)  # (B,)
+        nxt = xp.where(done, cfg.pad_id, nxt)  # (B,)
+        out.append(nxt)
+        done = done | (nxt == cfg.eos_id)
+        if bool(done.all()):
+            break
+        prefix = xp.concatenate([prefix, nxt[:, None]], axis=1)  # (B, t + 1)
+    return xp.stack(out, axis=1)  # (B, T')

@@ -1,0 +1,310 @@
+"""The FiD reader: hand-written gradients vs autograd of the same forward, a directional finite difference
+of the whole model, the DMA equivalences of METHOD.md §6 (exact to float64 round-off), validation, greedy
+decoding, and a copy task the reader must learn."""
+import numpy as np
+import pytest
+from autograd import grad
+
+from mini_gumbel.gradcheck import directional_check, rel_error
+from mini_gumbel.optim import adam_init, adam_step
+from mini_gumbel.reader import (ReaderConfig, greedy_decode, init_reader, param_shapes, reader_backward,
+                                reader_encode, reader_forward)
+
+V = 13
+CFG = ReaderConfig(vocab_size=V, d_model=8, n_heads=2, n_enc_layers=2, n_dec_layers=2, d_ff=12,
+                   max_ctx_len=6, max_ans_len=4)
+
+
+def make_batch(rng, B=2, N=3, L=5, T=3):
+    ctx = rng.integers(3, V, (B, N, L))
+    ctx[:, :, -1] = 0  # padding inside every document
+    ctx[0, -1, -2] = 0
+    ans_in = rng.integers(3, V, (B, T))
+    ans_in[:, 0] = CFG.bos_id
+    ans_out = rng.integers(3, V, (B, T))
+    if T > 1:
+        ans_out[-1, -1] = 0  # a padded target
+    M = rng.uniform(0.1, 1.0, (B, N))
+    return ctx, ans_in, ans_out, M
+
+
+@pytest.fixture(scope="module")
+def params():
+    return init_reader(CFG, 0)
+
+
+def _loss(P, ctx, ai, ao, M=None, **kw):
+    return reader_forward(P, CFG, ctx, ai, ao, M, **kw)[0]
+
+
+# ------------------------------------------------------------------------------------------------------
+# gradients
+
+
+@pytest.mark.parametrize("B,N,T", [(1, 1, 1), (2, 3, 3)])
+def test_gradients_match_autograd(params, B, N, T, rng):
+    ctx, ai, ao, M = make_batch(rng, B=B, N=N, T=T)
+    if N > 1:
+        M[0, -1] = 0.0  # a dropped document: its gradient must still be right (and finite)
+    loss, cache = reader_forward(params, CFG, ctx, ai, ao, M)
+    dP, dM = reader_backward(1.0, cache)
+    gP, gM = grad(lambda P, M: _loss(P, ctx, ai, ao, M), (0, 1))(params, M)
+    assert set(dP) == set(params) == set(param_shapes(CFG))
+    for k in params:
+        assert dP[k].shape == params[k].shape and dP[k].dtype == np.float64
+        assert rel_error(dP[k], gP[k]) < 1e-8, (k, rel_error(dP[k], gP[k]))
+    # relative error, with an absolute floor: with N = 1 the mask gradient is exactly 0 up to round-off
+    assert np.all(np.isfinite(dM)) and np.linalg.norm(dM - gM) <= 1e-8 * max(np.linalg.norm(gM), 1e-6)
+    # the frozen path: identical mask gradient, no parameter gradient
+    dP0, dM0 = reader_backward(1.0, cache, param_grads=False)
+    assert dP0 is None
+    np.testing.assert_array_equal(dM0, dM)
+    # dloss scales linearly
+    np.testing.assert_allclose(reader_backward(2.5, cache)[0]["lm.W"], 2.5 * dP["lm.W"], rtol=1e-14)
+
+
+def test_directional_whole_reader(params, rng):
+    ctx, ai, ao, M = make_batch(rng)
+    loss, cache = reader_forward(params, CFG, ctx, ai, ao, M)
+    dP, dM = reader_backward(1.0, cache)
+    inputs = {**params, "__mask": M}
+    grads = {**dP, "__mask": dM}
+
+    def f(d):
+        return _loss({k: v for k, v in d.items() if k != "__mask"}, ctx, ai, ao, d["__mask"])
+
+    res = directional_check(f, inputs, grads, rng=rng)
+    assert res.rel_error < 1e-6, res
+
+
+def test_no_mask_gives_no_mask_gradient(params, rng):
+    ctx, ai, ao, _ = make_batch(rng)
+    _, cache = reader_forward(params, CFG, ctx, ai, ao)
+    dP, dM = reader_backward(1.0, cache)
+    assert dM is None and set(dP) == set(params)
+
+
+# ------------------------------------------------------------------------------------------------------
+# DMA equivalences (float64 round-off)
+
+
+def test_binary_mask_equals_selected_documents(params, rng):
+    ctx, ai, ao, _ = make_batch(rng, B=2, N=4)
+    M = np.array([[1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 1.0, 1.0]])
+    loss, c = reader_forward(params, CFG, ctx, ai, ao, M)
+    sel = np.stack([np.flatnonzero(row) for row in M])  # (B, K)
+    sub = np.take_along_axis(ctx, sel[:, :, None], axis=1)  # (B, K, L)
+    loss_sub, c_sub = reader_forward(params, CFG, sub, ai, ao)
+    assert loss == pytest.approx(loss_sub, rel=1e-12)
+    np.testing.assert_allclose(c.logits, c_sub.logits, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(c.logprobs, c_sub.logprobs, rtol=1e-12, atol=1e-12)
+    # and the loss differs from using every document (the mask is not a no-op)
+    assert abs(loss - _loss(params, ctx, ai, ao)) > 1e-6
+
+
+def test_all_ones_and_scaled_mask(params, rng):
+    ctx, ai, ao, M = make_batch(rng)
+    loss0, c0 = reader_forward(params, CFG, ctx, ai, ao)
+    loss1, c1 = reader_forward(params, CFG, ctx, ai, ao, np.ones(M.shape))
+    assert loss1 == pytest.approx(loss0, rel=1e-13)
+    np.testing.assert_allclose(c1.logits, c0.logits, rtol=1e-12, atol=1e-13)
+    lossM, cM = reader_forward(params, CFG, ctx, ai, ao, M)
+    lossS, cS = reader_forward(params, CFG, ctx, ai, ao, 7.3 * M)
+    assert lossS == pytest.approx(lossM, rel=1e-13)
+    np.testing.assert_allclose(cS.logits, cM.logits, rtol=1e-12, atol=1e-13)
+    # scale invariance in the gradient: <dM, M> = 0 and dM(cM) = dM(M) / c
+    dM = reader_backward(1.0, cM, param_grads=False)[1]
+    dMS = reader_backward(1.0, cS, param_grads=False)[1]
+    assert abs(np.sum(dM * M)) < 1e-12 * np.abs(dM).sum()
+    np.testing.assert_allclose(dMS, dM / 7.3, rtol=1e-10)
+
+
+def test_mask_gradient_at_zero_is_one_sided_derivative(params, rng):
+    ctx, ai, ao, M = make_batch(rng)
+    M[0, 1] = 0.0
+    M[1, 0] = 0.0
+    _, cache = reader_forward(params, CFG, ctx, ai, ao, M)
+    dM = reader_backward(1.0, cache, param_grads=False)[1]
+    assert np.all(np.isfinite(dM)) and dM[0, 1] != 0
+    for b, i in [(0, 1), (1, 0)]:
+        def f(h):
+            Mh = M.copy()
+            Mh[b, i] = h
+            return _loss(params, ctx, ai, ao, Mh)
+        h = 1e-5
+        fd = (-3 * f(0.0) + 4 * f(h) - f(2 * h)) / (2 * h)  # second-order one-sided difference
+        assert abs(fd - dM[b, i]) / abs(dM[b, i]) < 1e-6
+
+
+def test_key_padding_never_attended(params, rng):
+    ctx, ai, ao, M = make_batch(rng)
+    for mask in (None, M, np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])):
+        loss, c = reader_forward(params, CFG, ctx, ai, ao, mask, need_attn=True)
+        assert c.key_pad.shape == (2, 15) and c.key_pad.sum() == (ctx == 0).sum()
+        for rec in c.xattn:
+            assert np.all(rec.probs.transpose(0, 3, 1, 2)[c.key_pad] == 0)  # (B, S, H, T)[key_pad]
+        # the pad token's embedding never reaches the loss: changing it changes nothing, gradient exactly 0
+        P2 = dict(params)
+        P2["tok_emb"] = params["tok_emb"].copy()
+        P2["tok_emb"][CFG.pad_id] = 50.0 * rng.standard_normal(CFG.d_model)
+        assert _loss(P2, ctx, ai, ao, mask) == loss
+        dP, _ = reader_backward(1.0, c)
+        assert np.all(dP["tok_emb"][CFG.pad_id] == 0)
+
+
+def test_permuting_documents_with_mask(params, rng):
+    ctx, ai, ao, M = make_batch(rng, N=4)
+    perm = np.array([2, 0, 3, 1])
+    loss, c = reader_forward(params, CFG, ctx, ai, ao, M)
+    loss_p, c_p = reader_forward(params, CFG, ctx[:, perm], ai, ao, M[:, perm])
+    assert loss_p == pytest.approx(loss, rel=1e-12)
+    dM = reader_backward(1.0, c, param_grads=False)[1]
+    dM_p = reader_backward(1.0, c_p, param_grads=False)[1]
+    np.testing.assert_allclose(dM_p, dM[:, perm], rtol=1e-10, atol=1e-14)
+
+
+def test_need_attn_records(params, rng):
+    ctx, ai, ao, M = make_batch(rng)
+    B, N, L = ctx.shape
+    T, H = ai.shape[1], CFG.n_heads
+    _, c = reader_forward(params, CFG, ctx, ai, ao, M, need_attn=True)
+    assert len(c.xattn) == CFG.n_dec_layers
+    for rec in c.xattn:
+        assert rec.probs.shape == rec.scores.shape == (B, H, T, N * L)
+        assert rec.value_norms.shape == (B, H, N * L) and np.all(rec.value_norms >= 0)
+        np.testing.assert_allclose(rec.probs.sum(-1), 1.0, rtol=1e-13)
+        # DMA: probs ∝ M_doc exp(scores) over unpadded keys
+        w = np.where(c.key_pad[:, None, None], 0.0, np.exp(rec.scores)) * np.repeat(M, L, axis=1)[:, None, None]
+        np.testing.assert_allclose(rec.probs, w / w.sum(-1, keepdims=True), rtol=1e-12, atol=1e-15)
+    assert reader_forward(params, CFG, ctx, ai, ao, M)[1].xattn is None
+
+
+def test_encoder_is_per_document(params, rng):
+    ctx, ai, ao, M = make_batch(rng)
+    enc = reader_encode(params, CFG, ctx)
+    assert enc.shape == ctx.shape + (CFG.d_model,)
+    ctx2 = ctx.copy()
+    ctx2[:, 0, :2] = 5  # change document 0 only
+    enc2 = reader_encode(params, CFG, ctx2)
+    np.testing.assert_array_equal(enc2[:, 1:], enc[:, 1:])
+    assert not np.allclose(enc2[:, 0], enc[:, 0])
+
+
+# ------------------------------------------------------------------------------------------------------
+# validation
+
+
+def test_validation_messages(params, rng):
+    ctx, ai, ao, M = make_batch(rng)
+    Mz = M.copy()
+    Mz[1] = 0.0
+    with pytest.raises(ValueError, match=r"mask row 1 sums to 0.0"):
+        reader_forward(params, CFG, ctx, ai, ao, Mz)
+    with pytest.raises(ValueError, match=r"mask row 1 sums to 0.0"):
+        greedy_decode(params, CFG, ctx, Mz)
+    with pytest.raises(ValueError, match=r"mask has negative entries"):
+        reader_forward(params, CFG, ctx, ai, ao, -M)
+    with pytest.raises(ValueError, match=r"mask has shape \(3, 2\); expected \(B, N\) = \(2, 3\)"):
+        reader_forward(params, CFG, ctx, ai, ao, M.T)
+    with pytest.raises(ValueError, match=r"mask has non-finite"):
+        reader_forward(params, CFG, ctx, ai, ao, M * np.nan)
+    long = np.ones((2, 3, 7), int)
+    with pytest.raises(ValueError, match=r"ctx has L=7 tokens per sequence; expected L <= max_ctx_len=6"):
+        reader_forward(params, CFG, long, ai, ao)
+    bad = ctx.copy()
+    bad[0, 0, 0] = V
+    with pytest.raises(ValueError, match=r"ctx has token ids in \[0, 13\]; expected \[0, 13\)"):
+        reader_forward(params, CFG, bad, ai, ao)
+    with pytest.raises(TypeError, match=r"ctx.dtype=float64; expected an integer dtype"):
+        reader_forward(params, CFG, ctx.astype(float), ai, ao)
+    with pytest.raises(ValueError, match=r"ans_in.shape=\(2, 5\); expected \(B=2, T\) with 1 <= T <= max_ans_len=4"):
+        reader_forward(params, CFG, ctx, np.ones((2, 5), int), np.ones((2, 5), int))
+    with pytest.raises(ValueError, match=r"ans_in.shape=\(2, 3\) differs from ans_out.shape=\(2, 2\)"):
+        reader_forward(params, CFG, ctx, ai, ao[:, :2])
+    empty = ctx.copy()
+    empty[1, 2] = 0
+    with pytest.raises(ValueError, match=r"ctx\[1, 2\] is all padding"):
+        reader_forward(params, CFG, empty, ai, ao)
+    P32 = dict(params)
+    P32["lm.b"] = params["lm.b"].astype(np.float32)
+    with pytest.raises(TypeError, match=r"params\['lm.b'\].dtype=float32; expected float64"):
+        reader_forward(P32, CFG, ctx, ai, ao)
+    with pytest.raises(ValueError, match=r"params is missing \['tok_emb'\]"):
+        reader_forward({k: v for k, v in params.items() if k != "tok_emb"}, CFG, ctx, ai, ao)
+    with pytest.raises(ValueError, match=r"max_len=9; expected an int in \[1, max_ans_len=4\]"):
+        greedy_decode(params, CFG, ctx, max_len=9)
+    with pytest.raises(ValueError, match=r"d_model=8 is not divisible by n_heads=3"):
+        ReaderConfig(vocab_size=V, d_model=8, n_heads=3)
+
+
+# ------------------------------------------------------------------------------------------------------
+# float32, greedy decoding, training
+
+
+def test_float32(rng):
+    P64 = init_reader(CFG, 3)
+    P32 = init_reader(CFG, 3, dtype=np.float32)
+    for k in P64:
+        np.testing.assert_array_equal(P32[k], P64[k].astype(np.float32))
+    ctx, ai, ao, M = make_batch(rng)
+    l64, c64 = reader_forward(P64, CFG, ctx, ai, ao, M)
+    l32, c32 = reader_forward(P32, CFG, ctx, ai, ao, M)  # a float64 mask is cast to the params' dtype
+    assert c32.logits.dtype == np.float32 and l32 == pytest.approx(l64, rel=1e-5)
+    dP32, dM32 = reader_backward(np.float32(1.0), c32)
+    dP64, dM64 = reader_backward(1.0, c64)
+    assert dM32.dtype == np.float32 and all(g.dtype == np.float32 for g in dP32.values())
+    assert rel_error(dM32, dM64) < 1e-4 and rel_error(dP32["lm.W"], dP64["lm.W"]) < 1e-4
+
+
+def copy_task(rng, S, N=3, L=6, V=16):
+    """The answer is the token after the marker (4) in one of N documents; 3 = SEP, 5.. = content."""
+    ctx = rng.integers(5, V, (S, N, L))
+    ctx[:, :, 0] = 3
+    gold = rng.integers(0, N, S)
+    pos = rng.integers(1, L - 1, S)
+    ans = rng.integers(5, V, S)
+    ctx[np.arange(S), gold, pos] = 4
+    ctx[np.arange(S), gold, pos + 1] = ans
+    ans_in = np.stack([np.ones(S, int), ans], 1)
+    ans_out = np.stack([ans, np.full(S, 2)], 1)
+    return ctx, ans_in, ans_out, gold
+
+
+def test_greedy_decode_matches_teacher_forcing(params, rng):
+    ctx, ai, ao, M = make_batch(rng)
+    out = greedy_decode(params, CFG, ctx, M)
+    assert out.shape[0] == 2 and 1 <= out.shape[1] <= CFG.max_ans_len
+    # feeding the decoded prefix back, the argmax of the logits reproduces every decoded token
+    T = out.shape[1]
+    ans_in = np.concatenate([np.full((2, 1), CFG.bos_id), out[:, :-1]], axis=1)
+    _, c = reader_forward(params, CFG, ctx, ans_in, np.maximum(out, 1), M)
+    for b in range(2):
+        stop = list(out[b]).index(CFG.eos_id) + 1 if CFG.eos_id in out[b] else T
+        np.testing.assert_array_equal(c.logits[b, :stop].argmax(-1), out[b, :stop])
+        assert np.all(out[b, stop:] == CFG.pad_id)
+
+
+def test_reader_learns_copy_task():
+    """Full-batch Adam on 64 examples; every other step a random 0/1 document mask that keeps the gold
+    document (METHOD.md §7: the reader must read whatever subset it is given)."""
+    rng = np.random.default_rng(0)
+    ctx, ai, ao, gold = copy_task(rng, 64)
+    cfg = ReaderConfig(vocab_size=16, d_model=32, n_heads=2, n_enc_layers=1, n_dec_layers=1, d_ff=64,
+                       max_ctx_len=6, max_ans_len=2)
+    only_gold = np.eye(3)[gold]  # (S, N)
+    P = init_reader(cfg, 0)
+    state = adam_init(P)
+    acc0 = (greedy_decode(P, cfg, ctx) == ao).all(1).mean()
+    for step in range(300):
+        M = np.maximum(only_gold, rng.random(only_gold.shape) < 0.5) if step % 2 else None
+        loss, c = reader_forward(P, cfg, ctx, ai, ao, M)
+        g, _ = reader_backward(1.0, c)
+        P, state, _ = adam_step(P, g, state, lr=1e-2, clip_norm=1.0)
+        if step % 10 == 9 and (greedy_decode(P, cfg, ctx) == ao).all() and \
+                (greedy_decode(P, cfg, ctx, only_gold) == ao).all():
+            break
+    assert acc0 < 0.2
+    assert (greedy_decode(P, cfg, ctx) == ao).all(), (step, float(loss))
+    # DMA on the trained reader: the gold document alone suffices; without it the answer is mostly lost
+    assert (greedy_decode(P, cfg, ctx, only_gold) == ao).all()
+    assert (greedy_decode(P, cfg, ctx, 1.0 - only_gold)[:, 0] == ao[:, 0]).mean() < 0.5
