@@ -17,12 +17,12 @@ Initialisation (the "pretrained prior"; METHOD.md §7 says starting from a sensi
   large (``e_a·e_b ~ N(0, 1/D)``). ``W = scale · I``. With one-hot rows
   ``φ(q)·φ(d) = Σ_v count_v(q) count_v(d) / (|q| |d|)``, i.e. the number of shared words divided by the
   product of the lengths, so the untrained reranker is a length-normalised word-overlap scorer.
-  The default ``scale = 100`` makes one shared word between a question of ~6–10 tokens and a document
-  of ~10–16 tokens worth roughly 0.6–1.7 score units, so the scores of a candidate set spread over a few
-  units: std(w) is O(1), which is what the Gumbel sweep wants (κ·std(w) in 1–5 with κ of order 1) and what
-  the distillation students see before their temperature. With ``dim < vocab_size`` the overlap is
-  approximate (cross-talk of order 1/sqrt(D) per word pair); prefer ``dim >= vocab_size`` for an exact
-  lexical prior.
+  The default ``scale = 10`` is set for the built-in data (mini_gumbel.data: questions of ~2-3 tokens,
+  documents of ~3): one shared word is then worth 10/(|q||d|) ≈ 1.1-1.7 score units and std(w) within a
+  10-candidate set is ≈ 0.65, so κ·std(w) lands in the 1-5 range the Gumbel sweep wants for κ ≈ 1.5-8
+  (METHOD.md §7) without saturating the softmaxes; for longer texts scale it with the typical |q|·|d|.
+  With ``dim < vocab_size`` the overlap is approximate (cross-talk of order 1/sqrt(D) per word
+  pair); prefer ``dim >= vocab_size`` for an exact lexical prior.
 * ``init="random"`` (ablation: no prior): E's rows are random unit vectors and W has i.i.d.
   ``N(0, (scale/√D)²)`` entries, which gives W the same Frobenius norm as ``scale · I`` but no preference
   for matching words.
@@ -59,7 +59,7 @@ def init_reranker(
     dtype=np.float64,
     pad_id: int = 0,
     init: str = "lexical",
-    scale: float = 100.0,
+    scale: float = 10.0,
 ) -> dict:
     """Parameters ``{"E": (V, D), "W": (D, D)}``; see the module docstring for the two schemes."""
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) or vocab_size < 2:

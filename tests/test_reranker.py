@@ -36,11 +36,11 @@ def test_lexical_init_small_dim_random_unit_rows_and_random_init():
     norms = np.linalg.norm(p["E"], axis=1)
     np.testing.assert_allclose(norms[1:], 1.0, rtol=1e-12)
     assert norms[0] == 0.0
-    np.testing.assert_array_equal(p["W"], 100.0 * np.eye(Dm))
+    np.testing.assert_array_equal(p["W"], 10.0 * np.eye(Dm))  # default scale
     r = init_reranker(V, Dm, seed=1, init="random")
     off = r["W"] - np.diag(np.diag(r["W"]))
     assert np.linalg.norm(off) > 0.5 * np.linalg.norm(r["W"])  # no identity structure
-    assert abs(np.linalg.norm(r["W"]) / np.linalg.norm(100.0 * np.eye(Dm)) - 1) < 0.1  # same Frobenius norm
+    assert abs(np.linalg.norm(r["W"]) / np.linalg.norm(10.0 * np.eye(Dm)) - 1) < 0.1  # same Frobenius norm
     # deterministic in the seed, float32 respected
     np.testing.assert_array_equal(init_reranker(V, Dm, seed=1)["E"], p["E"])
     p32 = init_reranker(V, Dm, seed=1, dtype=np.float32)
@@ -131,7 +131,7 @@ def test_nonzero_pad_id():
     q = np.array([[3, 4, 9]])
     d = np.array([[[3, 9, 9], [0, 4, 5]]])  # token 0 is a word here
     s, _ = reranker_forward(p, q, d, pad_id=9)
-    np.testing.assert_allclose(s, [[100 * 1 / (2 * 1), 100 * 1 / (2 * 3)]], rtol=1e-14)
+    np.testing.assert_allclose(s, [[10 * 1 / (2 * 1), 10 * 1 / (2 * 3)]], rtol=1e-14)
 
 
 @pytest.mark.parametrize(
