@@ -1,0 +1,85 @@
+"""Reranker training: the whole Gumbel chain's gradient, and every method's training step."""
+import numpy as np
+import pytest
+
+from mini_gumbel.gradcheck import directional_check
+from mini_gumbel.gumbel import gumbel_noise, relaxed_topk_backward, relaxed_topk_forward
+from mini_gumbel.reader import ReaderConfig, init_reader, reader_backward, reader_forward
+from mini_gumbel.rerank import METHODS, RerankConfig, method_loss
+from mini_gumbel.reranker import init_reranker, reranker_backward, reranker_forward
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    rng = np.random.default_rng(0)
+    V, B, N, Lq, Ld, T = 17, 2, 4, 3, 4, 3
+    cfg = ReaderConfig(vocab_size=V, d_model=16, n_heads=2, n_enc_layers=1, n_dec_layers=2, d_ff=32,
+                       max_ctx_len=Lq + 1 + Ld, max_ans_len=T)
+    reader = init_reader(cfg, seed=1)
+    question = rng.integers(4, V, size=(B, Lq))
+    docs = rng.integers(4, V, size=(B, N, Ld))
+    docs[0, 1, -1] = 0  # some padding inside a document
+    ctx = np.concatenate([np.repeat(question[:, None], N, 1), np.full((B, N, 1), 3), docs], axis=2)  # (B, N, L)
+    ans_in = np.array([[1, 5, 6], [1, 7, 0]])
+    ans_out = np.array([[5, 6, 2], [7, 2, 0]])
+    ranker = init_reranker(V, 8, seed=2, init="random")
+    return dict(cfg=cfg, reader=reader, question=question, docs=docs, ctx=ctx, ans_in=ans_in, ans_out=ans_out,
+                ranker=ranker, N=N, B=B)
+
+
+@pytest.mark.parametrize("relaxation", ["max", "iterative", "st"])
+def test_end_to_end_gradient_reranker_params_through_mask_and_reader(tiny, relaxation):
+    """reranker params -> scores -> relaxed top-K mask -> DMA reader -> answer loss, checked by finite
+    differences on the reranker's parameters at fixed noise (the st forward is piecewise constant, so for
+    it we check the iterative surrogate it backpropagates; see test_gumbel)."""
+    t = tiny
+    k, tau, kappa = 2, 0.7, 1.5
+    rng = np.random.default_rng(3)
+    method = "iterative" if relaxation == "st" else relaxation
+    noise = gumbel_noise((t["B"], k, t["N"]) if method == "max" else (t["B"], t["N"]), rng)
+
+    def loss_of(p):
+        scores, _ = reranker_forward(p, t["question"], t["docs"])
+        mask, _ = relaxed_topk_forward(scores, noise, k, tau=tau, kappa=kappa, method=method)
+        loss, _ = reader_forward(t["reader"], t["cfg"], t["ctx"], t["ans_in"], t["ans_out"], mask)
+        return float(loss)
+
+    scores, rc = reranker_forward(t["ranker"], t["question"], t["docs"])
+    mask, tc = relaxed_topk_forward(scores, noise, k, tau=tau, kappa=kappa, method=method)
+    _, cache = reader_forward(t["reader"], t["cfg"], t["ctx"], t["ans_in"], t["ans_out"], mask)
+    _, dmask = reader_backward(1.0, cache, param_grads=False)
+    grads = reranker_backward(relaxed_topk_backward(dmask, tc), rc)
+    res = directional_check(loss_of, t["ranker"], grads, rng=np.random.default_rng(4))
+    assert res.rel_error < 1e-6, res
+    # the same check must reject a gradient that is 1% off
+    bad = directional_check(loss_of, t["ranker"], {k_: 1.01 * v for k_, v in grads.items()},
+                            rng=np.random.default_rng(4))
+    assert bad.rel_error > 3e-3
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_loss_gradient_matches_finite_differences(tiny, method):
+    """Every method's (loss, dscores) on a batch: dscores is the gradient of the loss that the step returns."""
+    t = tiny
+    cfg = RerankConfig(k=2, tau=0.7, kappa=1.5, tau_s=0.5, tau_g=0.5)
+
+    class Batch:
+        question, docs, ctx, ans_in, ans_out = t["question"], t["docs"], t["ctx"], t["ans_in"], t["ans_out"]
+        gold = np.array([[1, 0, 1, 0], [0, 0, 0, 1]], bool)
+
+    rng0 = np.random.default_rng(7)
+    teacher = {"emdr": np.log(rng0.uniform(0.05, 0.9, size=(t["B"], t["N"], 3))),
+               "pdist": rng0.standard_normal((t["B"], t["N"])),
+               "loop": rng0.standard_normal((t["B"], t["N"])),
+               "adist": rng0.standard_normal((t["B"], t["N"]))}.get(method)
+    scores, _ = reranker_forward(t["ranker"], t["question"], t["docs"])
+
+    def f(inp):
+        loss, _ = method_loss(method, inp["s"], Batch, teacher, cfg, reader_params=t["reader"], reader_cfg=t["cfg"],
+                              rng=np.random.default_rng(11))
+        return float(loss)
+
+    _, ds = method_loss(method, scores, Batch, teacher, cfg, reader_params=t["reader"], reader_cfg=t["cfg"],
+                        rng=np.random.default_rng(11))
+    res = directional_check(f, {"s": scores}, {"s": ds}, rng=np.random.default_rng(5))
+    assert res.rel_error < 1e-6, res
