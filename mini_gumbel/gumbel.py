@@ -94,6 +94,10 @@ def gumbel_noise(shape, rng, *, xp=None, dtype=np.float64):
 # validation
 
 
+def _typename(a) -> str:
+    return f"{type(a).__module__.split('.')[0]}.{type(a).__name__}"
+
+
 def _raw(a):
     """The array under an autograd box (validation reads values, never builds graph nodes)."""
     while is_traced(a):
@@ -158,8 +162,8 @@ def _check_noise(noise, raw_scores, k: int, method: str, fn: str):
         get_xp(raw_scores, noise)
     except TypeError as e:
         raise TypeError(
-            f"{fn}: noise of type {type(noise).__name__!r} does not match scores of type "
-            f"{type(raw_scores).__name__!r} ({e}); expected an array on the same backend and device"
+            f"{fn}: noise of type {_typename(noise)!r} does not match scores of type {_typename(raw_scores)!r} "
+            f"({e}); expected an array on the same backend and device"
         ) from None
     raw = _raw(noise)
     if not hasattr(raw, "shape"):
@@ -346,44 +350,45 @@ def _check_dmask(dmask, cache, fn: str):
 def relaxed_topk_backward(dmask, cache):
     """dscores (..., N) from dmask = dL/dM (..., N); padded candidates get exactly 0.
 
-    "max": dw = (κ/τ) Σ_j [S^(j) ⊙ (g^(j) - <g^(j), S^(j)>)], g^(j)_i = dM_i 1[j = j*(i)];
-    "iterative"/"st": reverse-mode through the K steps of the iterative relaxation.
+    "max":  dw = (κ/τ) (g ⊙ M - Σ_j t_j S^(j)),  t_j = Σ_i [j = j*(i)] g_i M_i   (METHOD §4, summed over i);
+    "iterative"/"st": reverse mode through the K steps of the iterative relaxation.
     """
     fn = "relaxed_topk_backward"
     _check_dmask(dmask, cache, fn)
     xp = get_xp(dmask)
     if cache.method == "max":
         S = cache.S  # (..., K, N)
-        kk = S.shape[-2]
-        # M = max(S, axis=-2): item i's gradient goes to its winning draw j*(i) only (argmax: lowest j on ties)
+        # M = xp.max(S, axis=-2): item i's gradient goes to its winning draw j*(i) only (lowest j on ties,
+        # which is what argmax returns)
         jstar = xp.argmax(S, axis=-2)  # (..., N)
-        win = (xp.arange(kk)[:, None] == jstar[..., None, :]).astype(S.dtype)  # (..., K, N) one-hot over j
-        # S^(j) = softmax(z^(j)): dz^(j) = S^(j) ⊙ (dS^(j) - <dS^(j), S^(j)>) with dS^(j)_i = win_ji g_i.
-        # <dS^(j), S^(j)> = Σ_i win_ji g_i M_i (the winner's S is M), so summed over j:
-        # Σ_j dz^(j)_i = g_i M_i - Σ_j S^(j)_i t_j,  t_j = Σ_i win_ji g_i M_i.
+        win = (xp.arange(S.shape[-2])[:, None] == jstar[..., None, :]).astype(S.dtype)  # (..., K, N) one-hot in j
+        # S, _ = _softmax(z): dz^(j) = S^(j) ⊙ (dS^(j) - <dS^(j), S^(j)>) with dS^(j)_i = win_ji g_i.
+        # The winner's S is M, so <dS^(j), S^(j)> = Σ_i win_ji g_i M_i = t_j, and summed over the draws
+        # Σ_j dz^(j)_i = g_i M_i - Σ_j t_j S^(j)_i: two small matmuls, no (..., K, N) softmax backward.
         gM = dmask * cache.M  # (..., N)
         t = xp.matmul(win, gM[..., :, None])  # (..., K, 1)
         dz = gM - xp.matmul(xp.swapaxes(t, -1, -2), S)[..., 0, :]  # (..., N)
-        # z = (κ/τ) * scores[..., None, :] + noise / τ
+        # z = (kappa / tau) * scores[..., None, :] + noise * (1 / tau)
         return (cache.kappa / cache.tau) * dz  # (..., N)
 
     a, l1m = cache.a, cache.log1m_a  # (K, ..., N), (K-1, ..., N)
     inv_tau = 1.0 / cache.tau
-    dalpha = None  # dL/dα after step j; α after the last step is unused
+    dalpha = None  # dL/dα after step j (α after the last step is never used)
     for j in range(cache.k - 1, -1, -1):
         aj = a[j]  # (..., N)
-        # a = exp(logp); M = M + a
+        # M = M + a, with a = exp(logp):  dlogp = g ⊙ a
         dlogp = dmask * aj  # (..., N)
         if dalpha is not None:
-            # alpha = alpha + l1m, l1m = log(1 - a): dl1m/dlogp = -a / (1 - a).
-            # -a / (1 - a) = -expm1(-l1m) keeps its accuracy where 1 - a cancels.
-            # Where a == 1 the forward set α = -inf (l1m = -inf); the item's later softmax weights are exactly
-            # 0, so dalpha is exactly 0 there, and the where() keeps the product 0 instead of 0 * inf = NaN.
+            # alpha = alpha + l1m, l1m = _log1m(a, logp) = log(1 - exp(logp)):  dl1m/dlogp = -a / (1 - a),
+            # written -expm1(-l1m), which stays accurate where 1 - a cancels.
+            # Where a == 1 the forward set l1m = -inf (α = -inf): the item's later softmax weights are exactly
+            # 0, so dalpha is exactly 0 there and its coefficient is set to 0 (not 0 * inf = NaN).
             lj = l1m[j]  # (..., N)
-            coef = -xp.expm1(-xp.where(lj == -xp.inf, 0.0, lj))  # (..., N), 0 at excluded items
+            coef = -xp.expm1(-xp.where(lj == -xp.inf, 0.0, lj))  # (..., N)
             dlogp = dlogp + coef * dalpha  # (..., N)
-        # logp = log_softmax(alpha / tau): dz = dlogp - a * Σ dlogp
+        # a, logp = _softmax(alpha * inv_tau):  dz = dlogp - a Σ dlogp  (log-softmax backward)
         dz = dlogp - aj * xp.sum(dlogp, axis=-1, keepdims=True)  # (..., N)
+        # the same alpha also carries on unchanged into step j + 1 (the identity path in dalpha)
         dalpha = dz * inv_tau if dalpha is None else dalpha + dz * inv_tau  # (..., N)
     # alpha = kappa * scores + noise
     return cache.kappa * dalpha  # (..., N)
