@@ -250,12 +250,14 @@ class AttentionCache(NamedTuple):
     s: object  # (B, H, T, S) pre-softmax logits (key padding not applied)
 
 
-def attention_forward(q, k, v, *, key_pad=None, causal=False, doc_mask=None):
+def attention_forward(q, k, v, *, key_pad=None, causal=False, doc_mask=None, n_docs=None):
     """out = a @ v with a_u ∝ M_doc(u) exp(q·k_u / √Dh) over the unmasked keys u.
 
     q (B, H, T, Dh); k, v (B, H, S, Dh); key_pad (B, S) bool, True = padding (never attended);
     causal: query t sees keys u ≤ t + S − T; doc_mask (B, N) ≥ 0 with S = N·L, document i owning keys
     i·L .. (i+1)·L − 1. Every query must keep at least one unpadded key with M > 0.
+    n_docs: with doc_mask=None, plain attention, but the backward still returns the mask gradient at M = 1
+    for N = n_docs documents (there e_u / Z = a_u, so dM_i = Σ_{u∈d_i} Σ_{h,t} a_u (ḡ_u − r)).
     """
     xp = get_xp(q, k, v, doc_mask)
     B, H, T, Dh = q.shape
@@ -274,7 +276,7 @@ def attention_forward(q, k, v, *, key_pad=None, causal=False, doc_mask=None):
         e = xp.exp(z - xp.max(_value(z), axis=-1, keepdims=True))  # (B, H, T, S)
         a = e / xp.sum(e, axis=-1, keepdims=True)  # (B, H, T, S)
         out = xp.matmul(a, v)  # (B, H, T, Dh)
-        return out, AttentionCache(qs, k, v, a, None, None, scale, 0, s)
+        return out, AttentionCache(qs, k, v, a, None, None, scale, int(n_docs or 0), s)
     N = doc_mask.shape[1]
     L = S // N
     tok = xp.reshape(doc_mask[:, :, None] * xp.ones((1, 1, L), dtype=q.dtype), (B, 1, 1, S))  # (B, 1, 1, S)
@@ -303,8 +305,11 @@ def attention_backward(dout, cache, *, need_kv=True):
     if N:
         B, S = a.shape[0], a.shape[-1]
         # w = e * tok  ->  dtok_u = Σ_{h,t} e_u (ḡ_u − r) / Z   (finite at M = 0: no division by M)
-        da /= Z
-        da *= e
+        if e is None:  # no mask given: M = 1, e / Z = a, so e (ḡ − r) / Z = ds
+            da = ds
+        else:
+            da /= Z
+            da *= e
         dtok = xp.sum(xp.reshape(da, (B, -1, S)), axis=1)  # (B, S)
         ddoc = xp.sum(xp.reshape(dtok, (B, N, S // N)), axis=-1)  # (B, N)
     # s = (q * scale) @ kᵀ
@@ -410,11 +415,14 @@ class CrossAttentionCache(NamedTuple):
     n_heads: int
 
 
-def cross_attention_forward(x, kv, p, n_heads, *, key_pad=None, doc_mask=None):
-    """out = merge(DMA-attention(split(x Wq + bq), k, v)) Wo + bo   x (B, T, C), kv from cross_kv_forward."""
+def cross_attention_forward(x, kv, p, n_heads, *, key_pad=None, doc_mask=None, n_docs=None):
+    """out = merge(DMA-attention(split(x Wq + bq), k, v)) Wo + bo   x (B, T, C), kv from cross_kv_forward.
+
+    n_docs (with doc_mask=None): the backward still returns the mask gradient at M = 1.
+    """
     q, c_q = linear_forward(x, p["Wq"], p["bq"])  # (B, T, C)
     y, c_att = attention_forward(split_heads(q, n_heads), kv[0], kv[1],
-                                 key_pad=key_pad, doc_mask=doc_mask)  # (B, H, T, Dh)
+                                 key_pad=key_pad, doc_mask=doc_mask, n_docs=n_docs)  # (B, H, T, Dh)
     out, c_proj = linear_forward(merge_heads(y), p["Wo"], p["bo"])  # (B, T, C)
     return out, CrossAttentionCache(c_q, c_att, c_proj, n_heads)
 

@@ -50,10 +50,10 @@ class ReaderConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"ReaderConfig: {name}={v!r}; expected a positive int")
-        for name in ("n_enc_layers", "n_dec_layers"):
+        for name, lo in (("n_enc_layers", 0), ("n_dec_layers", 1)):
             v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"ReaderConfig: {name}={v!r}; expected an int >= 0")
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"ReaderConfig: {name}={v!r}; expected an int >= {lo}")
         if self.d_model % self.n_heads:
             raise ValueError(f"ReaderConfig: d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         for name in ("pad_id", "bos_id", "eos_id"):
@@ -306,7 +306,7 @@ def _cross_kv(params, cfg, mem):
     return kvs, caches
 
 
-def _decoder_forward(params, cfg, kvs, key_pad, mask, ans_in):
+def _decoder_forward(params, cfg, kvs, key_pad, mask, ans_in, n_docs=None):
     T = ans_in.shape[1]
     y, c_emb = ops.embedding_forward(ans_in, params["tok_emb"])  # (B, T, C)
     y = y + params["dec_pos"][:T]  # (B, T, C)
@@ -318,7 +318,7 @@ def _decoder_forward(params, cfg, kvs, key_pad, mask, ans_in):
         y = y + h  # (B, T, C)
         h, c3 = ops.layernorm_forward(y, params[p + "ln2.g"], params[p + "ln2.b"])  # (B, T, C)
         h, c4 = ops.cross_attention_forward(h, kvs[l], _sub(params, p + "cross."), cfg.n_heads,
-                                            key_pad=key_pad, doc_mask=mask)  # (B, T, C)
+                                            key_pad=key_pad, doc_mask=mask, n_docs=n_docs)  # (B, T, C)
         y = y + h  # (B, T, C)
         h, c5 = ops.layernorm_forward(y, params[p + "ln3.g"], params[p + "ln3.b"])  # (B, T, C)
         h, c6 = ops.mlp_forward(h, _sub(params, p + "mlp."))  # (B, T, C)
@@ -375,7 +375,7 @@ def reader_forward(params, cfg, ctx, ans_in, ans_out, mask=None, *, need_attn=Fa
     mem = xp.reshape(enc_out, (B, N * L, cfg.d_model))  # (B, S, C)
     key_pad = ctx.reshape(B, N * L) == cfg.pad_id  # (B, S)
     kvs, c_kv = _cross_kv(params, cfg, mem)
-    logits, c_dec = _decoder_forward(params, cfg, kvs, key_pad, mask, ans_in)  # (B, T, V)
+    logits, c_dec = _decoder_forward(params, cfg, kvs, key_pad, mask, ans_in, n_docs=N)  # (B, T, V)
     loss, c_ce = ops.cross_entropy_forward(logits, ans_out, pad_id=cfg.pad_id)
     xattn = [ops.cross_attention_record(c[3]) for c in c_dec.layers] if need_attn else None
     cache = ReaderCache(c_ce.logprobs, c_ce.nll, logits, xattn, key_pad, mask, c_enc, c_dec, c_kv, c_ce, cfg,
@@ -384,7 +384,7 @@ def reader_forward(params, cfg, ctx, ans_in, ans_out, mask=None, *, need_attn=Fa
 
 
 def reader_backward(dloss, cache, *, param_grads=True):
-    """Returns (dparams, dmask). dmask (B, N) is None when the forward had mask=None.
+    """Returns (dparams, dmask (B, N)); with mask=None in the forward, dmask is the gradient at M = 1.
 
     param_grads=False: no parameter gradient and no encoder backward at all (the mask only enters the
     decoder's cross-attention), i.e. exactly what a frozen reader needs to pass a gradient to M.
@@ -440,8 +440,6 @@ def reader_backward(dloss, cache, *, param_grads=True):
         dpos = xp.concatenate([dpos, xp.zeros((cfg.max_ans_len - T, C), dy.dtype)])
     grads["dec_pos"] = dpos  # (max_ans_len, C)
     demb = ops.embedding_backward(dy, dec.emb)  # (V, C)
-    if dmem is None:  # no decoder layer: the encoder does not reach the loss
-        dmem = xp.zeros((B, N * L, C), dy.dtype)
     demb = demb + _encoder_backward(xp.reshape(dmem, (B * N, L, C)), cache.enc, cfg, grads)  # (V, C)
     grads["tok_emb"] = demb
     return {k: grads[k] for k in param_shapes(cfg)}, dmask

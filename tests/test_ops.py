@@ -320,3 +320,18 @@ def test_dma_invariances(rng):
         sub = ops.attention_forward(q[b:b + 1], k[b:b + 1][:, :, keep], v[b:b + 1][:, :, keep],
                                     key_pad=key_pad[b:b + 1, keep])[0]
         np.testing.assert_allclose(full[b:b + 1], sub, rtol=1e-13, atol=1e-14)
+
+
+def test_plain_attention_reports_mask_gradient_at_ones(rng):
+    B, H, T, N, L, Dh = 2, 2, 3, 3, 2, 4
+    q, k, v = (rng.standard_normal((B, H, n, Dh)) for n in (T, N * L, N * L))
+    key_pad = np.zeros((B, N * L), bool)
+    key_pad[:, 1] = True
+    R = probe((B, H, T, Dh), rng)
+    out0, c0 = ops.attention_forward(q, k, v, key_pad=key_pad, n_docs=N)
+    out1, c1 = ops.attention_forward(q, k, v, key_pad=key_pad, doc_mask=np.ones((B, N)))
+    np.testing.assert_allclose(out0, out1, rtol=1e-13)
+    g0, g1 = ops.attention_backward(R, c0), ops.attention_backward(R, c1)
+    for a, b in zip(g0, g1):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-15)
+    assert ops.attention_backward(R, ops.attention_forward(q, k, v)[1])[3] is None

@@ -77,11 +77,16 @@ def test_directional_whole_reader(params, rng):
     assert res.rel_error < 1e-6, res
 
 
-def test_no_mask_gives_no_mask_gradient(params, rng):
+def test_no_mask_gradient_is_gradient_at_ones(params, rng):
     ctx, ai, ao, _ = make_batch(rng)
-    _, cache = reader_forward(params, CFG, ctx, ai, ao)
+    _, cache = reader_forward(params, CFG, ctx, ai, ao)  # plain cross-attention
     dP, dM = reader_backward(1.0, cache)
-    assert dM is None and set(dP) == set(params)
+    ones = np.ones((2, 3))
+    _, cache1 = reader_forward(params, CFG, ctx, ai, ao, ones)  # DMA with M = 1
+    dP1, dM1 = reader_backward(1.0, cache1)
+    np.testing.assert_allclose(dM, dM1, rtol=1e-10, atol=1e-15)
+    assert rel_error(dM, grad(lambda M: _loss(params, ctx, ai, ao, M))(ones)) < 1e-8
+    assert max(rel_error(dP[k], dP1[k]) for k in params) < 1e-12
 
 
 # ------------------------------------------------------------------------------------------------------
