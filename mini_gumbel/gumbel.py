@@ -20,6 +20,9 @@ Three relaxed top-K masks ``M ∈ R^N`` behind one interface (``relaxed_topk_for
   Σ M = K exactly, entries may exceed 1, and τ → 0 gives the exact K-hot of top-K(κ w + G).
   log(1 - a) is computed as log1mexp(log_softmax(α/τ)), so an item whose a^(j) rounds to 1 gets α = -inf
   (excluded for good) instead of a clamped, finite penalty that large score gaps overcome.
+  Caveat of the relaxation itself: the update lowers the winner's key by about gap/τ, so for τ > 1 the
+  exact iteration re-selects a clear winner (scores (40, 0, -1), K=2, τ=2 give M ≈ (2, 0, 0)); once a^(j)
+  rounds to 1 (gap/τ >~ 37 in float64, ~17 in float32) the -inf rule excludes it instead. Use τ <= 1.
 * ``"st"`` (straight-through): forward is the exact hard top-K of κ w + G; backward is the gradient of
   the iterative relaxation at the same noise, τ and κ.
 
