@@ -232,10 +232,11 @@ class DataConfig:
                 f"n_bridge = {need}"
             )
         n_types = len({t for r in self.relations for t in _REL[r][1:3]})
-        if self.n_names < n_types * self.n_per_type:
+        if self.n_names <= n_types * self.n_per_type:
             raise ValueError(
-                f"DataConfig.n_names={self.n_names}: expected >= n_types * n_per_type = "
-                f"{n_types} * {self.n_per_type} (every entity of a world needs its own name)"
+                f"DataConfig.n_names={self.n_names}: expected > n_types * n_per_type = "
+                f"{n_types} * {self.n_per_type} (every entity of a world needs its own name, drawn from "
+                "the pool without the question entity's)"
             )
         if self.n_per_type < 2 + self.n_target:
             raise ValueError(
@@ -247,8 +248,6 @@ class DataConfig:
                 f"DataConfig.relations={self.relations!r}: no two relations compose into a two-hop question, "
                 f"but two_hop_share={self.two_hop_share}"
             )
-        if self.two_hop_share < 1 and self.n_test > 0 and len(self.relations) == 0:
-            raise ValueError("DataConfig.relations: empty")
 
     @property
     def q_len(self) -> int:  # Lq
