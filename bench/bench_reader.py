@@ -104,6 +104,7 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"))
     ap.add_argument("--quick", action="store_true", help="tiny shapes, one repeat: a smoke run")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--only", choices=["default", "medium"], help="run one setup only")
     args = ap.parse_args(argv)
     if args.quick:
         setups = [("quick", ReaderConfig(vocab_size=50, d_model=16, n_heads=2, d_ff=32, max_ctx_len=8,
@@ -113,6 +114,8 @@ def main(argv=None):
         setups = [("default", ReaderConfig(vocab_size=300), 32, 10, 24, 4),
                   ("medium", ReaderConfig(vocab_size=300, d_model=256, d_ff=1024, max_ctx_len=64), 8, 10, 64, 4)]
         repeats = args.repeats
+        if args.only:
+            setups = [st for st in setups if st[0] == args.only]
     results = []
     for name, cfg, B, N, L, T in setups:
         for dtype in (np.float64, np.float32):
@@ -125,7 +128,9 @@ def main(argv=None):
     meta = {"backend": "numpy", "device": platform.processor() or platform.machine(),
             "platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
             "autograd": getattr(autograd, "__version__", "unknown"), "cpu_count": os.cpu_count(),
-            "repeats": repeats, "timer": "time.perf_counter, median"}
+            "repeats": repeats, "timer": "time.perf_counter, median of hand/autograd runs interleaved",
+            "blas_threads_env": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")},
+            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "bench_reader.json"), "w") as f:
         json.dump({"meta": meta, "results": results}, f, indent=2)
