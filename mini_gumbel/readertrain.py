@@ -231,13 +231,13 @@ def train_reader(data_cfg: Optional[DataConfig] = None, reader_cfg: Optional[Rea
         rng.bit_generator.state = extra["rng"]
         run_loss, n_run = float(extra["run_loss"]), int(extra["n_run"])
 
-    def save():
+    def save(snap):
         if ckpt is None:
             return
+        p, st, k, rng_state, cv, rl, nr = snap
         ckpt.parent.mkdir(parents=True, exist_ok=True)
-        extra = {"step": step, "curve": curve, "seconds": train_seconds, "rng": rng.bit_generator.state,
-                 "run_loss": run_loss, "n_run": n_run}
-        save_checkpoint(ckpt, params, config, extra=extra, arrays=state_to_arrays(state))
+        extra = {"step": k, "curve": cv, "seconds": train_seconds, "rng": rng_state, "run_loss": rl, "n_run": nr}
+        save_checkpoint(ckpt, p, config, extra=extra, arrays=state_to_arrays(st))
 
     end = train_cfg.steps if max_steps_this_call is None else min(train_cfg.steps, step + max_steps_this_call)
     bar = None
@@ -248,6 +248,9 @@ def train_reader(data_cfg: Optional[DataConfig] = None, reader_cfg: Optional[Rea
                    file=sys.stderr, dynamic_ncols=True)
     probs = np.asarray(train_cfg.mode_probs, np.float64)
     ema = None
+    # Everything a resume needs, replaced in one assignment once a step is complete, so that an interrupt
+    # (KeyboardInterrupt can land between any two lines) always saves a consistent state.
+    committed = (params, state, step, rng.bit_generator.state, curve, run_loss, n_run)
     t0 = time.perf_counter()
     try:
         while step < end:
@@ -257,34 +260,33 @@ def train_reader(data_cfg: Optional[DataConfig] = None, reader_cfg: Optional[Rea
             mask = document_masks(b.gold, modes, rng, dtype)  # (B, N)
             loss, cache = reader_forward(params, reader_cfg, b.ctx, b.ans_in, b.ans_out, mask)
             grads, _ = reader_backward(1.0, cache)
-            params, state, _ = adam_step(params, grads, state, lr=lr_at(step, train_cfg),
-                                         weight_decay=train_cfg.weight_decay, clip_norm=train_cfg.clip_norm)
+            new_params, new_state, _ = adam_step(params, grads, state, lr=lr_at(step, train_cfg),
+                                                 weight_decay=train_cfg.weight_decay, clip_norm=train_cfg.clip_norm)
             loss = float(loss)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"train_reader: loss became {loss} at step {step}")
-            step += 1
-            run_loss, n_run = run_loss + loss, n_run + 1
+            rl, nr, cv = run_loss + loss, n_run + 1, curve
+            if (step + 1) % train_cfg.log_every == 0 or step + 1 == train_cfg.steps:
+                cv, rl, nr = curve + [[step + 1, round(rl / nr, 5)]], 0.0, 0
+            committed = (new_params, new_state, step + 1, rng.bit_generator.state, cv, rl, nr)
+            params, state, step, _, curve, run_loss, n_run = committed
             ema = loss if ema is None else 0.98 * ema + 0.02 * loss
-            if step % train_cfg.log_every == 0 or step == train_cfg.steps:
-                curve.append([step, round(run_loss / n_run, 5)])
-                run_loss, n_run = 0.0, 0
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{ema:.3f}", refresh=False)
             if step % train_cfg.checkpoint_every == 0 and step < end:
                 train_seconds += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                save()
+                save(committed)
     except KeyboardInterrupt:
         train_seconds += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        save()
+        save(committed)
         raise
     finally:
         if bar is not None:
             bar.close()
     train_seconds += time.perf_counter() - t0
-    save()
+    save(committed)
     report = {
         "format_version": FORMAT_VERSION,
         "seed": int(seed),
