@@ -51,6 +51,12 @@ def _value(a):
     return a
 
 
+def _plain(*arrays):
+    """True when no argument is an autograd box: the forward may then update its own fresh temporaries in
+    place (same operations, same results, fewer full-size allocations). Traced runs take the pure path."""
+    return not any(is_traced(a) for a in arrays)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # embedding: out = W[ids]
 
@@ -94,7 +100,10 @@ def linear_forward(x, W, b=None):
     x2 = xp.reshape(x, (-1, x.shape[-1]))  # (M, Cin)
     out = x2 @ W  # (M, Cout)
     if b is not None:
-        out = out + b  # (M, Cout)
+        if _plain(out, b):
+            out += b  # (M, Cout), into the fresh product
+        else:
+            out = out + b  # (M, Cout)
     return xp.reshape(out, lead + (W.shape[1],)), LinearCache(x2, W, b is not None, lead)
 
 
@@ -131,6 +140,11 @@ def layernorm_forward(x, g, b, eps=1e-5):
     xc = x - mu  # (..., C)
     var = xp.mean(xc * xc, axis=-1, keepdims=True)  # (..., 1)
     rstd = 1.0 / xp.sqrt(var + eps)  # (..., 1)
+    if _plain(x, g, b):  # the same arithmetic in the fresh xc and out
+        xc *= rstd
+        out = xc * g  # (..., C)
+        out += b
+        return out, LayerNormCache(xc, rstd, g)
     xhat = xc * rstd  # (..., C)
     return xhat * g + b, LayerNormCache(xhat, rstd, g)
 
@@ -171,6 +185,16 @@ def gelu_forward(x):
     0.5 (1 + tanh u) = 1 / (1 + exp(−2u)) exactly; one exp is about 3x cheaper than tanh in float64.
     """
     xp = get_xp(x)
+    if _plain(x):  # the same arithmetic as below, in one fresh temporary
+        s = x * x  # (...)
+        s *= -2.0 * _GELU_C * _GELU_A
+        s -= 2.0 * _GELU_C
+        s *= x  # −2u
+        xp.minimum(s, 700.0, out=s)
+        xp.exp(s, out=s)
+        s += 1.0
+        xp.divide(1.0, s, out=s)  # sigmoid(2u)
+        return x * s, GeluCache(x, s)
     m2u = ((-2.0 * _GELU_C * _GELU_A) * (x * x) - 2.0 * _GELU_C) * x  # (...)  −2u
     # exp(−2u) overflows only for x < −19, where sigmoid is 0 anyway: clip to stay warning-free
     s = 1.0 / (1.0 + xp.exp(xp.minimum(m2u, 700.0)))  # (...)
@@ -272,9 +296,16 @@ def attention_forward(q, k, v, *, key_pad=None, causal=False, doc_mask=None, n_d
         cm = xp.tril(xp.ones((T, S), dtype=bool), k=S - T)  # (T, S)
         valid = cm if valid is None else valid & cm  # (B, 1, T, S)
     z = s if valid is None else xp.where(valid, s, -xp.inf)  # (B, H, T, S)
+    plain = _plain(q, k, v, doc_mask)
     if doc_mask is None:
-        e = xp.exp(z - xp.max(_value(z), axis=-1, keepdims=True))  # (B, H, T, S)
-        a = e / xp.sum(e, axis=-1, keepdims=True)  # (B, H, T, S)
+        if plain:
+            e = z - xp.max(z, axis=-1, keepdims=True)  # (B, H, T, S)
+            xp.exp(e, out=e)
+            e /= xp.sum(e, axis=-1, keepdims=True)
+            a = e  # (B, H, T, S)
+        else:
+            e = xp.exp(z - xp.max(_value(z), axis=-1, keepdims=True))  # (B, H, T, S)
+            a = e / xp.sum(e, axis=-1, keepdims=True)  # (B, H, T, S)
         out = xp.matmul(a, v)  # (B, H, T, Dh)
         return out, AttentionCache(qs, k, v, a, None, None, scale, int(n_docs or 0), s)
     N = doc_mask.shape[1]
@@ -282,10 +313,18 @@ def attention_forward(q, k, v, *, key_pad=None, causal=False, doc_mask=None, n_d
     tok = xp.reshape(doc_mask[:, :, None] * xp.ones((1, 1, L), dtype=q.dtype), (B, 1, 1, S))  # (B, 1, 1, S)
     # the max over keys that can carry weight (M > 0): any constant works, this one cannot underflow Z
     zmax = xp.where(_value(tok) > 0, _value(z), -xp.inf)  # (B, H, T, S)
-    e = xp.exp(z - xp.max(zmax, axis=-1, keepdims=True))  # (B, H, T, S)
+    if plain:
+        e = z - xp.max(zmax, axis=-1, keepdims=True)  # (B, H, T, S)
+        xp.exp(e, out=e)
+    else:
+        e = xp.exp(z - xp.max(zmax, axis=-1, keepdims=True))  # (B, H, T, S)
     w = e * tok  # (B, H, T, S)
     Z = xp.sum(w, axis=-1, keepdims=True)  # (B, H, T, 1)
-    a = w / Z  # (B, H, T, S)
+    if plain:
+        w /= Z
+        a = w  # (B, H, T, S)
+    else:
+        a = w / Z  # (B, H, T, S)
     out = xp.matmul(a, v)  # (B, H, T, Dh)
     return out, AttentionCache(qs, k, v, a, e, Z, scale, N, s)
 
@@ -313,7 +352,8 @@ def attention_backward(dout, cache, *, need_kv=True):
         dtok = xp.sum(xp.reshape(da, (B, -1, S)), axis=1)  # (B, S)
         ddoc = xp.sum(xp.reshape(dtok, (B, N, S // N)), axis=-1)  # (B, N)
     # s = (q * scale) @ kᵀ
-    dq = xp.matmul(ds, k) * scale  # (B, H, T, Dh)
+    dq = xp.matmul(ds, k)  # (B, H, T, Dh)
+    dq *= scale
     dk = xp.matmul(xp.swapaxes(ds, -1, -2), qs) if need_kv else None  # (B, H, S, Dh)
     return dq, dk, dv, ddoc
 
