@@ -2,9 +2,10 @@
 
     mini-gumbel train-reader   train the FiD reader on the built-in multi-hop data (cached by config)
     mini-gumbel demo           the paper's comparison: Gumbel Reranking against its baselines
+    mini-gumbel sweep          choose Gumbel Reranking's tau and kappa on the dev split
 
-Each subcommand lives in the module that does the work; this file only wires them together, and imports
-them lazily so ``mini-gumbel --help`` is instant.
+Each subcommand lives in the module that does the work (it provides ``add_arguments`` and ``run``); this
+file only wires them together.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import sys
 SUBCOMMANDS = {
     "train-reader": ("mini_gumbel.readertrain", "train the FiD reader on the built-in data set and report its EM"),
     "demo": ("mini_gumbel.demo", "train the reranker with Gumbel Reranking and every baseline, print the table"),
+    "sweep": ("mini_gumbel.sweep", "choose Gumbel Reranking's tau and kappa on the dev split"),
 }
 
 

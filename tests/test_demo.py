@@ -1,0 +1,52 @@
+"""`mini-gumbel demo --quick` end to end: the structure of what it prints and writes, and resuming."""
+import json
+
+import pytest
+
+from mini_gumbel.cli import main
+from mini_gumbel.rerank import METHODS
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    cache = tmp_path_factory.mktemp("cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MINI_GUMBEL_CACHE", str(cache))
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress", "--seeds", "0", "1"]) == 0
+    yield out
+    mp.undo()
+
+
+def test_demo_writes_results_table_and_plot(demo_out, capsys):
+    res = json.loads((demo_out / "results.json").read_text())
+    k = res["k"]
+    rows = set(res["table"])
+    assert rows == {"untrained", "oracle (gold docs)", *METHODS}
+    for name, row in res["table"].items():
+        for key in (f"recall@{k}", f"all_gold@{k}", "mrr", f"ndcg@{k}", f"indirect_recall@{k}", "em", "f1"):
+            assert 0.0 <= row[key]["mean"] <= 1.0, (name, key)
+        assert row[f"recall@{k}"]["n"] == (1 if name.startswith("oracle") else 2)
+    # the oracle puts every gold document in the top K
+    assert res["table"]["oracle (gold docs)"][f"recall@{k}"]["mean"] == 1.0
+    for m in METHODS:
+        assert len(res["curves"][m]) == 2 and res["curves"][m][0][0]["step"] == 0
+    md = (demo_out / "results.md").read_text()
+    assert md.count("\n| ") >= len(rows) and "gumbel" in md and "±" in md
+    assert (demo_out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_resumes_finished_runs(demo_out, capsys):
+    before = json.loads((demo_out / "results.json").read_text())["table"]
+    assert main(["demo", "--quick", "--out", str(demo_out), "--no-progress", "--seeds", "0", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("resumed from") == 2 * len(METHODS)
+    assert json.loads((demo_out / "results.json").read_text())["table"] == before
+
+
+def test_cli_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "demo" in out and "train-reader" in out and "sweep" in out
