@@ -69,6 +69,9 @@ def bench_case(method: str, B: int, N: int, K: int, dtype, *, repeats: int, targ
 
     value_and_grad = autograd.value_and_grad(loss)
 
+    def fwd():
+        return relaxed_topk_forward(w, noise, K, tau=TAU, kappa=KAPPA, method=method)
+
     def auto():
         return value_and_grad(w)
 
@@ -76,12 +79,13 @@ def bench_case(method: str, B: int, N: int, K: int, dtype, *, repeats: int, targ
     g_hand, (_, g_auto) = hand(), auto()
     scale = max(float(np.max(np.abs(g_auto))), float(np.finfo(dtype).tiny))
     max_rel_diff = float(np.max(np.abs(g_hand.astype(np.float64) - g_auto.astype(np.float64)))) / scale
-    n_hand, n_auto = _calibrate(hand, target_s), _calibrate(auto, target_s)
-    t_hand, t_auto = [], []
+    n_hand, n_auto, n_fwd = _calibrate(hand, target_s), _calibrate(auto, target_s), _calibrate(fwd, target_s)
+    t_hand, t_auto, t_fwd = [], [], []
     for _ in range(repeats):
         t_hand.append(_time_loop(hand, n_hand))
         t_auto.append(_time_loop(auto, n_auto))
-    med_hand, med_auto = statistics.median(t_hand), statistics.median(t_auto)
+        t_fwd.append(_time_loop(fwd, n_fwd))
+    med_hand, med_auto, med_fwd = statistics.median(t_hand), statistics.median(t_auto), statistics.median(t_fwd)
     return {
         "method": method,
         "dtype": np.dtype(dtype).name,
@@ -92,10 +96,13 @@ def bench_case(method: str, B: int, N: int, K: int, dtype, *, repeats: int, targ
         "kappa": KAPPA,
         "hand_median_s": med_hand,
         "autograd_median_s": med_auto,
+        "forward_median_s": med_fwd,
         "ratio_autograd_over_hand": med_auto / med_hand,
+        # hand = forward + backward, so autograd / hand can never exceed autograd / forward
+        "bound_autograd_over_forward": med_auto / med_fwd,
         "hand_times_s": t_hand,
         "autograd_times_s": t_auto,
-        "calls_per_repeat": {"hand": n_hand, "autograd": n_auto},
+        "calls_per_repeat": {"hand": n_hand, "autograd": n_auto, "forward": n_fwd},
         "grad_max_rel_diff": max_rel_diff,
     }
 

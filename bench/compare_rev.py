@@ -1,10 +1,13 @@
 """Before/after in one run: the reader steps of the working tree against the package at a git revision.
 
     python bench/compare_rev.py REV [--repeats 7] [--dtypes float64 float32] [--setups default medium]
+    python bench/compare_rev.py --alloc-ab     # working tree only: glibc malloc defaults vs "keep" (run.py's)
 
 Extracts ``mini_gumbel/`` at REV (git archive) into a temporary folder as the package ``mini_gumbel_rev`` and
 times, interleaved in every repeat, forward / full train step / frozen step of both on identical params and
 inputs; prints medians and the ratio rev / now. BLAS threads as in run.py (default 1, --threads).
+--alloc-ab instead alternates glibc's static malloc defaults (mmap above 128 KiB, trim above 128 KiB) and
+run.py's "keep" setting in every repeat, and counts minor page faults per step.
 """
 from __future__ import annotations
 
@@ -69,7 +72,8 @@ def steps(mod, cfg_kw, B, N, L, T, dtype):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("rev")
+    ap.add_argument("rev", nargs="?", default="HEAD")
+    ap.add_argument("--alloc-ab", action="store_true", help="malloc defaults vs keep, working tree only")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
     ap.add_argument("--setups", nargs="+", default=["default", "medium"])
@@ -78,6 +82,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     malloc = suite._mallopt_keep() if args.malloc == "keep" else {"applied": False}
     setups = {s[0]: s for s in suite.sizes("full")["reader_setups"]}
+    if args.alloc_ab:
+        return alloc_ab(args, setups)
     print(f"# {args.rev} vs working tree; threads {os.environ['OPENBLAS_NUM_THREADS']}; malloc {malloc}; "
           f"load {os.getloadavg()}")
     print("| setup | dtype | step | rev ms | now ms | rev / now |\n|---|---|---|---:|---:|---:|")
@@ -102,6 +108,48 @@ def main(argv=None):
                     print(f"| {name} | {dtype} | {step} | {1e3 * mr:.1f} | {1e3 * mn:.1f} | {mr / mn:.2f}x |",
                           flush=True)
                 print(f"|  | {dtype} | max rel. grad diff rev vs now | {diff:.1e} | | |", flush=True)
+
+
+def _mallopt(mode):
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
+    if mode == "keep":
+        libc.mallopt(M_MMAP_MAX, 0)
+        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    else:  # glibc's documented static defaults
+        libc.mallopt(M_MMAP_MAX, 65536)
+        libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+        libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
+
+
+def alloc_ab(args, setups):
+    import resource
+
+    print(f"# malloc defaults vs keep, working tree; threads {os.environ['OPENBLAS_NUM_THREADS']}; "
+          f"load {os.getloadavg()}")
+    print("| setup | dtype | step | defaults ms | keep ms | defaults / keep | faults/step defaults | keep |\n"
+          "|---|---|---|---:|---:|---:|---:|---:|")
+    for name in args.setups:
+        _, cfg_kw, B, N, L, T = setups[name]
+        for dtype in args.dtypes:
+            fns = steps(now_reader, cfg_kw, B, N, L, T, dtype)
+            for step in ("forward", "full", "frozen"):
+                ts = {"default": [], "keep": []}
+                flt = {"default": 0, "keep": 0}
+                for _ in range(args.repeats):
+                    for mode in ("default", "keep"):
+                        _mallopt(mode)
+                        fns[step]()  # settle the heap under this mode
+                        r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                        t0 = time.perf_counter()
+                        fns[step]()
+                        ts[mode].append(time.perf_counter() - t0)
+                        flt[mode] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0
+                md, mk = statistics.median(ts["default"]), statistics.median(ts["keep"])
+                print(f"| {name} | {dtype} | {step} | {1e3 * md:.1f} | {1e3 * mk:.1f} | {md / mk:.2f}x | "
+                      f"{flt['default'] // args.repeats} | {flt['keep'] // args.repeats} |", flush=True)
 
 
 if __name__ == "__main__":

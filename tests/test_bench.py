@@ -44,7 +44,8 @@ def test_topk_covers_every_method_and_gradients_agree(results):
     rows = results[0]["sections"]["topk"]["results"]
     assert {r["method"] for r in rows} == {"max", "iterative", "st"}
     for r in rows:
-        assert r["hand_median_s"] > 0 and r["autograd_median_s"] > 0
+        assert r["hand_median_s"] > 0 and r["autograd_median_s"] > 0 and r["forward_median_s"] > 0
+        assert r["bound_autograd_over_forward"] > 0
         assert r["ratio_autograd_over_hand"] == pytest.approx(r["autograd_median_s"] / r["hand_median_s"])
         assert r["grad_max_rel_diff"] < 1e-8
 
