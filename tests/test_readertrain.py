@@ -7,7 +7,7 @@ import pytest
 
 from mini_gumbel import readertrain as rt
 from mini_gumbel.checkpoint import CheckpointError
-from mini_gumbel.data import DataConfig, make_dataset
+from mini_gumbel.data import TARGET, DataConfig, make_dataset
 from mini_gumbel.readertrain import (
     MODES, TrainReaderConfig, default_reader_config, document_masks, evaluate_reader, load_or_train_reader,
     lr_at, no_doc_ctx, train_reader,
@@ -34,9 +34,10 @@ def tiny_splits():
 
 def test_document_masks_modes(rng, tiny_splits):
     gold = tiny_splits.train.gold[:400]  # (B, N)
+    targets = tiny_splits.train.kind[:400] == TARGET
     B, N = gold.shape
     for i, mode in enumerate(MODES):
-        m = document_masks(gold, np.full(B, i), rng)
+        m = document_masks(gold, np.full(B, i), rng, targets=targets)
         assert m.shape == (B, N) and set(np.unique(m)) <= {0.0, 1.0}
         on = m > 0
         assert on.any(1).all(), mode  # never an empty document set
@@ -49,6 +50,8 @@ def test_document_masks_modes(rng, tiny_splits):
         elif mode == "distractors":
             assert not (on & gold).any()
             assert len(np.unique(on.sum(1))) > 2  # random sizes
+        elif mode == "gold_targets":
+            np.testing.assert_array_equal(on, gold | targets)
         elif mode == "subset":
             sizes = on.sum(1)
             assert sizes.min() == 1 and sizes.max() == N
@@ -116,7 +119,7 @@ def test_reader_must_read():
     r = tiny_reader(data, d_model=32, d_ff=64, n_dec_layers=2)
     # mostly gold-only and gold-plus sets: the quickest way to a reader that reads (full sets come later)
     train = TrainReaderConfig(steps=250, batch_size=16, lr=3e-3, warmup=10, dtype="float64",
-                              mode_probs=(0.0, 0.0, 0.2, 0.7, 0.1))
+                              mode_probs=(0.0, 0.0, 0.2, 0.7, 0.1, 0.0))
     params, report = train_reader(data, r, train, seed=0, progress=False, splits=splits)
     ev = report["test"]
     chance = 1 / data.n_names
@@ -170,7 +173,7 @@ def test_no_doc_ctx(tiny_splits):
 
 def test_config_validation():
     for kw, match in (({"steps": 0}, "steps"), ({"lr": -1.0}, "lr"), ({"mode_probs": (1.0, 0.0)}, "mode_probs"),
-                      ({"mode_probs": (0.5, 0.5, 0.5, 0.0, -0.5)}, "mode_probs"), ({"dtype": "float16"}, "dtype"),
+                      ({"mode_probs": (0.5, 0.5, 0.5, 0.0, -0.5, 0.0)}, "mode_probs"), ({"dtype": "float16"}, "dtype"),
                       ({"clip_norm": 0.0}, "clip_norm"), ({"batch_size": 0}, "batch_size")):
         with pytest.raises(ValueError, match=match):
             TrainReaderConfig(**kw)
