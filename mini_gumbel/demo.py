@@ -134,9 +134,11 @@ def run_demo(*, out: Path, seeds=(0,), methods=METHODS, quick=False, data_seed=0
     rows = {"untrained": [runs[(methods[0], s)]["untrained_test"] for s in seeds]}
     for method in methods:
         rows[method] = [runs[(method, s)]["test"] for s in seeds]
-    oracle_scores = splits.test.gold.astype(np.float64)  # gold documents first
+    # the oracle ranks the gold documents first and hands the reader exactly the gold documents
+    oracle_scores = splits.test.gold.astype(np.float64)
     rows["oracle (gold docs)"] = [evaluate_ranker(None, splits.test, k, reader_params=reader_params,
-                                                  reader_cfg=reader_cfg, scores=oracle_scores)]
+                                                  reader_cfg=reader_cfg, scores=oracle_scores,
+                                                  reader_mask=splits.test.gold)]
     summary = {name: _mean_std(recs) for name, recs in rows.items()}
     results = {
         "k": k, "seeds": list(seeds), "data_seed": data_seed, "quick": quick,

@@ -217,9 +217,10 @@ def score_all(params, data, *, chunk: int = 256, pad_id: int = 0):
 
 
 def evaluate_ranker(params, data, k: int, *, reader_params=None, reader_cfg=None, scores=None,
-                    chunk: int = 128) -> dict:
+                    reader_mask=None, chunk: int = 128) -> dict:
     """Ranking metrics of hard top-K on ``data`` (overall and on indirect gold) and, given a reader, the EM/F1
-    of its greedy answer from the top-K documents only. ``scores`` overrides the reranker (e.g. an oracle)."""
+    of its greedy answer from the top-K documents only. ``scores`` overrides the reranker (e.g. an oracle);
+    ``reader_mask`` (S, N) overrides which documents the reader gets (e.g. exactly the gold ones)."""
     if scores is None:
         scores = score_all(params, data)
     out = dict(metrics.ranking_metrics(scores, data.gold, k, indirect=data.indirect))
@@ -227,7 +228,8 @@ def evaluate_ranker(params, data, k: int, *, reader_params=None, reader_cfg=None
         preds = []
         for idx in _batches(len(data), chunk):
             b = data.batch(idx)
-            keep = topk_mask(scores[idx], k).astype(reader_params_dtype(reader_params))  # (B, N) hard, no noise
+            keep = topk_mask(scores[idx], k) if reader_mask is None else reader_mask[idx]  # (B, N) hard, no noise
+            keep = keep.astype(reader_params_dtype(reader_params))
             preds.append(greedy_decode(reader_params, reader_cfg, b.ctx, keep, max_len=b.ans_out.shape[1]))
         pred = np.concatenate([np.asarray(p) for p in preds], axis=0)
         out["em"] = metrics.mean_exact_match(pred, data.ans_out, pad_id=reader_cfg.pad_id, eos_id=reader_cfg.eos_id)

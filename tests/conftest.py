@@ -1,7 +1,11 @@
 """Shared test configuration: hypothesis profiles and the GPU marker."""
 import os
 
-import numpy as np
+# One BLAS thread: the test models are tiny and several threads on 2 shared cores run them ~5x slower.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
 import pytest
 from hypothesis import HealthCheck, settings
 
