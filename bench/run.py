@@ -138,7 +138,7 @@ def environment(args, malloc) -> dict:
         "platform": platform.platform(),
         "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "size": args.size,
-        "command": "python bench/run.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python bench/run.py"] + sys.argv[1:]),
         "timer": "time.perf_counter; medians over repeats, compared paths interleaved (CPU); "
                  "cupyx.profiler.benchmark gpu_times (GPU)",
     }
