@@ -311,13 +311,18 @@ def attention_forward(q, k, v, *, key_pad=None, causal=False, doc_mask=None, n_d
     N = doc_mask.shape[1]
     L = S // N
     tok = xp.reshape(doc_mask[:, :, None] * xp.ones((1, 1, L), dtype=q.dtype), (B, 1, 1, S))  # (B, 1, 1, S)
-    # the max over keys that can carry weight (M > 0): any constant works, this one cannot underflow Z
+    # the max over keys that can carry weight (M > 0): any constant works, this one cannot underflow Z.
+    # Keys of documents with M = 0 may sit far above it; they carry no weight, but exp would overflow to inf
+    # and inf * 0 = NaN, so their exponent is capped at half the dtype's range. That changes nothing where
+    # M > 0 (there z - max <= 0) and keeps their mask gradient finite, if enormous.
     zmax = xp.where(_value(tok) > 0, _value(z), -xp.inf)  # (B, H, T, S)
+    cap = 0.5 * math.log(xp.finfo(q.dtype).max)
     if plain:
         e = z - xp.max(zmax, axis=-1, keepdims=True)  # (B, H, T, S)
+        xp.minimum(e, cap, out=e)
         xp.exp(e, out=e)
     else:
-        e = xp.exp(z - xp.max(zmax, axis=-1, keepdims=True))  # (B, H, T, S)
+        e = xp.exp(xp.minimum(z - xp.max(zmax, axis=-1, keepdims=True), cap))  # (B, H, T, S)
     w = e * tok  # (B, H, T, S)
     Z = xp.sum(w, axis=-1, keepdims=True)  # (B, H, T, 1)
     if plain:

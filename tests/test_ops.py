@@ -294,6 +294,26 @@ def test_dma_mask_gradient_finite_at_zero(rng):
         assert not np.all(np.isfinite(grad(logform)(M)))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dma_masked_document_far_above_kept_ones_stays_finite(dtype, rng):
+    """A document with M = 0 whose logits sit far above the kept ones (here +120, past float32's exp range)
+    must not turn the forward or the mask gradient into NaN/inf: it carries no weight."""
+    B, H, T, N, L, Dh = 1, 1, 2, 3, 2, 2
+    q = np.ones((B, H, T, Dh), dtype)
+    k = np.zeros((B, H, N * L, Dh), dtype)
+    k[0, 0, :L] = 120.0  # document 0: logits q.k/sqrt(Dh) = 120 * sqrt(2), far above the others (0)
+    v = rng.standard_normal((B, H, N * L, Dh)).astype(dtype)
+    M = np.array([[0.0, 0.5, 1.0]], dtype)
+    with np.errstate(over="raise", invalid="raise"):
+        out, c = ops.attention_forward(q, k, v, key_pad=np.zeros((B, N * L), bool), doc_mask=M)
+        dM = ops.attention_backward(np.ones_like(out), c)[3]
+    assert np.all(np.isfinite(out)) and np.all(np.isfinite(dM))
+    # the kept documents' attention is exactly what it is without document 0
+    ref, _ = ops.attention_forward(q, k[:, :, L:], v[:, :, L:], key_pad=np.zeros((B, (N - 1) * L), bool),
+                                   doc_mask=M[:, 1:])
+    np.testing.assert_allclose(out, ref, rtol=1e-6 if dtype == np.float32 else 1e-14)
+
+
 def test_dma_invariances(rng):
     B, H, T, N, L, Dh = 2, 2, 3, 4, 3, 4
     q, k, v = (rng.standard_normal((B, H, n, Dh)) for n in (T, N * L, N * L))
