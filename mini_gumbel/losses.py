@@ -37,6 +37,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from .backend import get_xp, is_traced
+from .ops import log_softmax_forward
 
 __all__ = [
     "REDUCTIONS",
@@ -106,12 +107,8 @@ def _check_reduction(fn: str, reduction: str) -> None:
 
 
 def _log_softmax(z, xp):
-    """log softmax over the last axis; -inf (padding) stays -inf. Every row needs a finite entry.
-
-    (mini_gumbel.gumbel keeps its own private softmax tuned for the relaxed masks; the package has no
-    public one, so the losses carry this three-line version rather than reach into gumbel's internals.)
-    """
-    return z - _logsumexp(z, xp, axis=-1)  # (..., N)
+    """log softmax over the last axis (mini_gumbel.ops.log_softmax_forward); -inf (padding) stays -inf."""
+    return log_softmax_forward(z)[0]  # (..., N)
 
 
 def _logsumexp(x, xp, axis: int):
