@@ -79,20 +79,10 @@ TARGETS = {
 
 
 def _mallopt_keep() -> dict:
-    """Tell glibc malloc to keep freed memory: no mmap per large array, no trimming of the heap top.
+    """glibc keeps freed memory (no page faults on reuse): the same setting the CLI applies."""
+    from mini_gumbel.cli import keep_freed_memory
 
-    NumPy frees and re-allocates the same multi-MB temporaries every step; by default glibc returns them
-    to the kernel (mmap / heap trim) and every reuse page-faults them in again (~17k minor faults per
-    default-config train step on the development machine). Process-wide, reversible, recorded."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError as e:
-        return {"applied": False, "reason": f"no glibc: {e}"}
-    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-    ok = bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
-    return {"applied": ok, "settings": "mallopt(M_MMAP_MAX, 0), mallopt(M_TRIM_THRESHOLD, 1 GiB)"}
+    return keep_freed_memory()
 
 
 def _versions() -> dict:
