@@ -78,7 +78,7 @@ CONDITIONS = ("gold_only", "gold_in_k", "all_candidates", "random_k", "no_docs",
 class TrainReaderConfig:
     """How the reader is trained. ``mode_probs`` are the probabilities of the document sets in ``MODES``."""
 
-    steps: int = 3000
+    steps: int = 4000
     batch_size: int = 32
     lr: float = 2e-3
     warmup: int = 100  # linear warm-up steps, then cosine decay to lr * min_lr_ratio at the last step
@@ -129,7 +129,8 @@ def default_reader_config(data_cfg: DataConfig, **overrides) -> ReaderConfig:
     Two heads of width 32 rather than four of 16: ~25% faster a step here, and the only change among those
     measured (learning rate, 3 decoder layers, width 128, more same-relation training sets, fewer names,
     up to 5000 steps) that made the reader match the question entity among distractors reliably
-    (single-hop EM with all N candidates 0.85-0.95 at 2500 steps, 1.00 by 4000). None of them taught it
+    (single-hop EM with all N candidates 0.85-0.95 at 2500 steps, 1.00 by 4000; the step at which it starts
+    matching varies between runs, 2000-3000, so the default trains 4000 steps). None of them taught it
     to follow a bridge across two documents within the budget: see the data card in mini_gumbel.data."""
     from .data import make_vocab
 
