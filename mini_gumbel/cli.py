@@ -14,8 +14,8 @@ import importlib
 import os
 import sys
 
-# The models here are small: their matrix products are far faster on one BLAS thread than on several
-# competing for two cores (measured 5x in bench/). Set before NumPy is imported; an explicit setting wins.
+# The models here are small: their matrix products are faster on one BLAS thread than on several competing
+# for few cores (bench/README.md, "BLAS threads"). Set before NumPy is imported; an explicit setting wins.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
