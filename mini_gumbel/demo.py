@@ -227,12 +227,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="reranker training seeds (init, batch order, noise); several give mean ± std")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD",
                    help=f"methods to train, from {', '.join(METHODS)}")
-    p.add_argument("--quick", action="store_true", help="smoke-sized run (CI): every code path, about a minute")
+    p.add_argument("--quick", action="store_true", help="smoke-sized run (CI): every code path in seconds")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the data set and of the reader")
-    p.add_argument("--steps", type=int, default=None, help="override the reranker training steps")
-    p.add_argument("--tau", type=float, default=None, help="override Gumbel Reranking's temperature τ")
-    p.add_argument("--kappa", type=float, default=None, help="override Gumbel Reranking's score scale κ")
-    p.add_argument("--relaxation", choices=("max", "iterative", "st"), default=None,
+    d = RerankConfig()
+    p.add_argument("--steps", type=int, default=argparse.SUPPRESS,
+                   help=f"reranker training steps, every method (default: {d.steps}; --quick: 20)")
+    p.add_argument("--tau", type=float, default=argparse.SUPPRESS,
+                   help=f"Gumbel Reranking's temperature τ (default: {d.tau}, chosen by `mini-gumbel sweep`)")
+    p.add_argument("--kappa", type=float, default=argparse.SUPPRESS,
+                   help=f"Gumbel Reranking's score scale κ (default: {d.kappa}, chosen by `mini-gumbel sweep`)")
+    p.add_argument("--relaxation", choices=("max", "iterative", "st"), default=argparse.SUPPRESS,
                    help="relaxed top-K operator for Gumbel Reranking (default: the paper's 'max')")
     p.add_argument("--no-noise", action="store_true", help="Gumbel Reranking without Gumbel noise (ablation)")
     p.add_argument("--no-resume", action="store_true", help="ignore finished runs saved under --out/runs")
@@ -242,7 +246,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     over = {}
     for name in ("steps", "tau", "kappa", "relaxation"):
-        if getattr(args, name) is not None:
+        if getattr(args, name, None) is not None:
             over[name] = getattr(args, name)
     if args.no_noise:
         over["noise"] = False

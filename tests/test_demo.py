@@ -50,3 +50,16 @@ def test_cli_help_lists_subcommands(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "demo" in out and "train-reader" in out and "sweep" in out
+
+
+def test_demo_overrides_reach_the_gumbel_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINI_GUMBEL_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "o"
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress", "--methods", "gumbel", "--steps", "5",
+                 "--tau", "0.3", "--kappa", "2.5", "--relaxation", "iterative", "--no-noise"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    cfg = res["configs"]["rerank"]
+    for part in ("steps=5", "tau=0.3", "kappa=2.5", "relaxation='iterative'", "noise=False"):
+        assert part in cfg, (part, cfg)
+    assert set(res["table"]) == {"untrained", "gumbel", "oracle (gold docs)"}
+    assert res["curves"]["gumbel"][0][-1]["step"] == 5
