@@ -474,8 +474,8 @@ def load_or_train_reader(data_cfg: Optional[DataConfig] = None, reader_cfg: Opti
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the data set, the initialisation and the batch/mask order")
-    parser.add_argument("--steps", type=int, default=None,
-                        help=f"training steps (default {TrainReaderConfig.steps}; {quick_configs()[1].steps} "
+    parser.add_argument("--steps", type=int, default=argparse.SUPPRESS,
+                        help=f"training steps (default: {TrainReaderConfig.steps}; {quick_configs()[1].steps} "
                              "with --quick)")
     parser.add_argument("--out", default="runs/reader",
                         help="folder for reader.npz, reader_report.json and the resumable train_state.npz")
@@ -484,7 +484,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "configuration); --no-resume starts over")
     parser.add_argument("--quick", action="store_true",
                         help="smoke-test size: a small data set and reader, a few seconds; far from the EM targets")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS,
+                        help="no progress bar")
 
 
 def run(args) -> int:
@@ -492,7 +493,7 @@ def run(args) -> int:
         data_cfg, train_cfg, overrides = quick_configs()
     else:
         data_cfg, train_cfg, overrides = DataConfig(), TrainReaderConfig(), {}
-    if args.steps is not None:
+    if getattr(args, "steps", None) is not None:
         if args.steps < 1:
             raise SystemExit(f"train-reader: --steps={args.steps}; expected >= 1")
         train_cfg = dataclasses.replace(train_cfg, steps=args.steps,
@@ -502,7 +503,7 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     params, report = train_reader(data_cfg, reader_cfg, train_cfg, seed=args.seed, out_dir=out,
-                                  resume=args.resume, progress=args.progress)
+                                  resume=args.resume, progress=getattr(args, "progress", True))
     report["total_seconds_this_call"] = round(time.perf_counter() - t0, 2)
     save_reader(out / "reader.npz", params, reader_cfg, report)
     atomic_write_json(out / "reader_report.json", report)
