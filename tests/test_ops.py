@@ -355,3 +355,15 @@ def test_plain_attention_reports_mask_gradient_at_ones(rng):
     for a, b in zip(g0, g1):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-15)
     assert ops.attention_backward(R, ops.attention_forward(q, k, v)[1])[3] is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_far_negative_inputs_are_zero_without_overflow(dtype):
+    """exp(-2u) overflows for very negative x (about x < -9 in float32); GELU is 0 there, with no warning."""
+    x = np.array([-1e4, -300.0, -60.0, -20.0, 0.0, 3.0], dtype)
+    with np.errstate(over="raise", invalid="raise"):
+        y, c = ops.gelu_forward(x)
+        dx = ops.gelu_backward(np.ones_like(x), c)
+    assert y.dtype == dtype and np.all(np.isfinite(y)) and np.all(np.isfinite(dx))
+    assert np.all(np.abs(y[:3]) < 1e-20) and np.all(np.abs(dx[:3]) < 1e-20)  # both ~ 0 there
+    assert y[-1] == pytest.approx(3.0 * 0.5 * (1 + np.tanh(np.sqrt(2 / np.pi) * (3.0 + 0.044715 * 27.0))), rel=1e-6)
