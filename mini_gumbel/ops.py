@@ -20,9 +20,7 @@ is finite at M_i = 0. Key padding is a hard −inf on the logits whatever M is.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional
-
-import numpy as np
+from typing import NamedTuple
 
 from .backend import get_xp, is_traced
 
