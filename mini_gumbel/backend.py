@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["get_xp", "to_numpy", "asarray_on", "is_cupy", "is_traced"]
+__all__ = ["get_xp", "to_numpy", "asarray_on", "is_cupy", "is_traced", "unbox"]
 
 
 def _cupy_ndarray():
@@ -41,6 +41,17 @@ def is_traced(a: Any) -> bool:
     """True when ``a`` is an autograd box, i.e. autograd is differentiating through it."""
     box = _autograd_box()
     return box is not None and isinstance(a, box)
+
+
+def unbox(a: Any) -> Any:
+    """The value under any autograd boxes (``a`` itself when untraced), without copying.
+
+    Validation and constants read values, never build graph nodes: e.g. the max subtracted before ``exp``
+    is a constant to the tracer (exact, since the result does not depend on it).
+    """
+    while is_traced(a):
+        a = a._value
+    return a
 
 
 def get_xp(*arrays: Any):

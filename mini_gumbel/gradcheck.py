@@ -8,7 +8,13 @@ Two checks, both with central differences in float64:
 * ``jacobian_check`` -- the full Jacobian, one column per input entry, against the vector-Jacobian
   product applied to every output basis vector. Only for tiny shapes; it finds *which* entry is wrong.
 
-Both return a relative error ``|a - b| / max(|a|, |b|)``. With eps = 1e-6 in float64 a correct gradient
+and one helper that tests and notebooks call for every forward/backward pair:
+
+* ``check_grads`` -- in the spirit of autograd's ``check_grads``: the directional check above, autograd of
+  the *same* forward as a second oracle, and a built-in mutation (the hand gradient scaled by 1.01) that
+  both checks must reject, so a passing check is known to be able to fail.
+
+Both checks return a relative error ``|a - b| / max(|a|, |b|)``. With eps = 1e-6 in float64 a correct gradient
 of a smooth function gives ~1e-9; a gradient off by 1% gives ~1e-2, so a tolerance of 1e-6 separates them
 by four orders of magnitude.
 
@@ -22,9 +28,10 @@ from typing import Callable, Mapping, NamedTuple
 
 import numpy as np
 
-from .backend import to_numpy
+from .backend import get_xp, is_traced, to_numpy
 
-__all__ = ["rel_error", "probe", "directional_check", "jacobian_check", "numerical_gradient", "CheckResult"]
+__all__ = ["rel_error", "probe", "directional_check", "jacobian_check", "numerical_gradient", "CheckResult",
+           "check_grads", "GradReport"]
 
 
 class CheckResult(NamedTuple):
@@ -140,3 +147,89 @@ def jacobian_check(
         e[i] = 1.0
         J_ana[i] = np.asarray(vjp(e.reshape(y0.shape))).reshape(-1)
     return rel_error(J_num, J_ana)
+
+
+class GradReport(NamedTuple):
+    """What ``check_grads`` measured (every field is also asserted against its tolerance)."""
+
+    fd_rel_error: float  # directional finite differences vs the hand gradient
+    autograd_rel_error: dict  # per input: ||autograd - hand|| / max(||hand||, floor)
+    mutated_fd_rel_error: float  # the same FD check on the hand gradient scaled by ``mutation``
+    mutated_autograd_rel_error: dict  # per input, the autograd comparison of the scaled gradient
+
+
+def check_grads(
+    forward: Callable,
+    backward: Callable,
+    inputs: Mapping[str, np.ndarray],
+    *,
+    rng: np.random.Generator | None = None,
+    tol: float = 1e-6,
+    autograd_tol: float = 1e-10,
+    floor: float = 1e-4,
+    mask: Mapping[str, np.ndarray] | None = None,
+    use_autograd: bool = True,
+    mutation: float = 1.01,
+) -> GradReport:
+    """Check a hand-written backward three ways; raise ``AssertionError`` naming what failed.
+
+    forward(inputs) -> (out, cache)      the code under test, written so autograd can trace it
+    backward(dout, cache) -> {name: grad} gradients for some (or all) of the inputs, same shapes
+    inputs                                float64 arrays; only the keys in the returned grads are checked
+
+    The output is turned into a scalar with a fixed random projection ``loss = sum(out * R)``, so
+    ``backward`` is called with ``dout = R``. Then:
+
+    1. directional finite differences (one random direction over every checked input): rel error < tol;
+    2. autograd of the same forward, per input: ||g_autograd - g|| <= autograd_tol * max(||g||, floor)
+       (the floor covers gradients that are exactly 0);
+    3. the mutation: the hand gradient scaled by ``mutation`` (1% off by default) must fail both (1) and
+       (2) for every input whose gradient is not 0. A check that cannot fail raises too.
+    """
+    if rng is None:
+        rng = np.random.default_rng(0)
+    out, cache = forward(dict(inputs))
+    R = probe(np.shape(out), rng)
+    grads = backward(R, cache)
+    if not isinstance(grads, Mapping) or not grads:
+        raise TypeError("check_grads: backward must return a non-empty dict {input name: gradient}")
+    grads = {k: np.asarray(to_numpy(g), dtype=np.float64) for k, g in grads.items()}
+
+    def loss(d):
+        o = forward(d)[0]
+        if is_traced(o):
+            return get_xp(o).sum(o * R)
+        return float(np.sum(np.asarray(to_numpy(o)) * R))
+
+    seed = int(rng.integers(2**31))
+    fd = directional_check(loss, inputs, grads, rng=np.random.default_rng(seed), mask=mask)
+    mutated = {k: g * mutation for k, g in grads.items()}
+    fd_bad = directional_check(loss, inputs, mutated, rng=np.random.default_rng(seed), mask=mask)
+    if not fd.rel_error < tol:
+        raise AssertionError(f"check_grads: finite differences disagree: rel error {fd.rel_error:.3g} >= tol {tol:g} "
+                             f"(numeric {fd.numeric:.12g}, analytic {fd.analytic:.12g})")
+    if fd.analytic != 0.0 and not fd_bad.rel_error >= tol:
+        raise AssertionError(f"check_grads: a gradient scaled by {mutation} still passes finite differences "
+                             f"(rel error {fd_bad.rel_error:.3g} < tol {tol:g}): the check cannot fail")
+    ag, ag_bad = {}, {}
+    if use_autograd:
+        from autograd import grad as _grad  # the oracle; a test dependency, not a core one
+
+        for k, g in grads.items():
+            def f(x, k=k):
+                d = dict(inputs)
+                d[k] = x
+                return loss(d)
+
+            ga = np.asarray(_grad(f)(np.asarray(inputs[k], dtype=np.float64)))
+            den = max(float(np.linalg.norm(g)), floor)
+            ag[k] = float(np.linalg.norm(ga - g) / den)
+            ag_bad[k] = float(np.linalg.norm(ga - mutated[k]) / den)
+            if not ag[k] <= autograd_tol:
+                raise AssertionError(f"check_grads: autograd disagrees on {k!r}: rel error {ag[k]:.3g} > "
+                                     f"autograd_tol {autograd_tol:g}")
+            if np.linalg.norm(g) > floor * autograd_tol and not ag_bad[k] > autograd_tol:
+                raise AssertionError(f"check_grads: {k!r} scaled by {mutation} still passes the autograd "
+                                     f"comparison ({ag_bad[k]:.3g} <= {autograd_tol:g}): the check cannot fail")
+    return GradReport(fd.rel_error, ag, fd_bad.rel_error, ag_bad)
+
