@@ -35,15 +35,15 @@ entries can exceed 1; "st" is exactly K-hot in the forward but its gradient is a
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from .backend import get_xp, is_cupy, is_traced, to_numpy
+from .backend import get_xp, is_traced, to_numpy, unbox
+from .validate import check_array, check_choice, check_real, check_scores, check_type, fail
 
 __all__ = [
-    "METHODS",
+    "RELAXATIONS",
     "RelaxedTopKCache",
     "gumbel_noise",
     "topk_mask",
@@ -51,7 +51,7 @@ __all__ = [
     "relaxed_topk_backward",
 ]
 
-METHODS = ("max", "iterative", "st")
+RELAXATIONS = ("max", "iterative", "st")
 _LOG_HALF = -math.log(2.0)
 
 
@@ -94,92 +94,28 @@ def gumbel_noise(shape, rng, *, xp=None, dtype=np.float64):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# validation
+# validation (the shared checks live in mini_gumbel.validate)
 
 
 def _typename(a) -> str:
     return f"{type(a).__module__.split('.')[0]}.{type(a).__name__}"
 
 
-def _raw(a):
-    """The array under an autograd box (validation reads values, never builds graph nodes)."""
-    while is_traced(a):
-        a = a._value
-    return a
-
-
-def _check_k(k, n: int, fn: str) -> int:
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"{fn}: k={k!r} of type {type(k).__name__}; expected an integer 1 <= k <= N={n}")
-    k = int(k)
-    if not 1 <= k <= n:
-        raise ValueError(f"{fn}: k={k} out of range; expected 1 <= k <= N={n} (the size of the last axis)")
-    return k
-
-
-def _check_positive(name: str, value, fn: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{fn}: {name}={value!r} of type {type(value).__name__}; expected a positive finite real number")
-    v = float(value)
-    if not (math.isfinite(v) and v > 0.0):
-        raise ValueError(f"{fn}: {name}={value!r}; expected a positive finite real number")
-    return v
-
-
-def _check_scores(scores, k, fn: str):
-    """Validate scores (..., N) and k; return (raw scores, xp of the raw array, k)."""
-    try:
-        get_xp(scores)
-    except TypeError:
-        raise TypeError(
-            f"{fn}: scores of type {type(scores).__name__!r}; expected a float numpy/cupy array of shape (..., N)"
-        ) from None
-    raw = _raw(scores)
-    if not (isinstance(raw, np.ndarray) or is_cupy(raw)):  # a NumPy scalar has no last axis
-        raw = np.asarray(raw)
-    if raw.ndim < 1:
-        raise ValueError(f"{fn}: scores has shape {raw.shape}; expected at least one axis (..., N)")
-    if not np.issubdtype(raw.dtype, np.floating):
-        raise TypeError(f"{fn}: scores has dtype {raw.dtype}; expected a floating dtype (float64 or float32)")
-    n = raw.shape[-1]
-    k = _check_k(k, n, fn)
-    rxp = get_xp(raw)
-    if raw.size:
-        if bool(rxp.any(rxp.isnan(raw))):
-            raise ValueError(f"{fn}: scores contain NaN; expected finite values, or -inf for padded candidates")
-        if bool(rxp.any(raw == rxp.inf)):
-            raise ValueError(f"{fn}: scores contain +inf; expected finite values, or -inf for padded candidates")
-        n_finite = int(rxp.min(rxp.sum(rxp.isfinite(raw), axis=-1)))
-        if n_finite < k:
-            raise ValueError(
-                f"{fn}: a row of scores has only {n_finite} finite entries with k={k}; expected at least k "
-                "non-padded (finite) candidates per row"
-            )
-    return raw, rxp, k
-
-
-def _check_noise(noise, raw_scores, k: int, method: str, fn: str):
+def _check_noise(noise, raw_scores, k: int, relaxation: str, fn: str):
     if noise is None:
         return
     try:
         get_xp(raw_scores, noise)
     except TypeError as e:
-        raise TypeError(
-            f"{fn}: noise of type {_typename(noise)!r} does not match scores of type {_typename(raw_scores)!r} "
-            f"({e}); expected an array on the same backend and device"
-        ) from None
-    raw = _raw(noise)
-    if not hasattr(raw, "shape"):
-        raise TypeError(f"{fn}: noise of type {type(noise).__name__!r}; expected an array or None")
-    want = raw_scores.shape[:-1] + (k, raw_scores.shape[-1]) if method == "max" else raw_scores.shape
+        fail(fn, "noise", noise, f"an array on the scores' backend and device ({_typename(raw_scores)}; {e})",
+             TypeError)
+    raw = check_array(fn, "noise", noise, finite=True)
+    want = raw_scores.shape[:-1] + (k, raw_scores.shape[-1]) if relaxation == "max" else raw_scores.shape
     if tuple(raw.shape) != tuple(want):
-        layout = "(..., K, N)" if method == "max" else "(..., N)"
-        raise ValueError(f"{fn}: noise has shape {tuple(raw.shape)}; expected {tuple(want)} = {layout} for method={method!r}")
+        layout = "(..., K, N)" if relaxation == "max" else "(..., N)"
+        fail(fn, "noise.shape", tuple(raw.shape), f"{tuple(want)} = {layout} for relaxation={relaxation!r}")
     if raw.dtype != raw_scores.dtype:
-        raise TypeError(f"{fn}: noise has dtype {raw.dtype}; expected the scores' dtype {raw_scores.dtype}")
-    rxp = get_xp(raw)
-    if raw.size and not bool(rxp.all(rxp.isfinite(raw))):
-        raise ValueError(f"{fn}: noise contains NaN or inf; expected finite Gumbel noise (gumbel_noise)")
+        fail(fn, "noise.dtype", raw.dtype, f"the scores' dtype {raw_scores.dtype}", TypeError)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -192,8 +128,8 @@ def topk_mask(scores, k):
     Ties go to the lower index (a stable sort of -scores). Padding (-inf) is never selected: each row
     needs at least k finite scores. Not differentiable (a piecewise-constant function of the scores).
     """
-    raw, rxp, k = _check_scores(scores, k, "topk_mask")
-    return _topk_mask(raw, k, rxp)
+    raw, k = check_scores("topk_mask", scores, k)
+    return _topk_mask(raw, k, get_xp(raw))
 
 
 def _topk_mask(w, k: int, xp):
@@ -210,9 +146,9 @@ def _topk_mask(w, k: int, xp):
 
 
 class RelaxedTopKCache(NamedTuple):
-    """What the backward of ``relaxed_topk_forward`` needs (only the fields of the method are set)."""
+    """What the backward of ``relaxed_topk_forward`` needs (only the fields of the relaxation are set)."""
 
-    method: str
+    relaxation: str
     k: int
     tau: float
     kappa: float
@@ -223,26 +159,24 @@ class RelaxedTopKCache(NamedTuple):
     log1m_a: Any = None  # "iterative"/"st": (K-1, ..., N) log(1 - a^(j)) for j < K (-inf where a^(j) == 1)
 
 
-def _softmax(z, xp, *, own=False):
-    """(p, log p) with p = softmax(z) over the last axis, one exp; -inf entries get p = 0, log p = -inf.
+def _softmax(z, xp, *, need_log=False):
+    """p = softmax(z) over the last axis, one exp, and with ``need_log`` also log p; -inf entries get
+    p = 0, log p = -inf.
 
-    own=True says z is a fresh, untraced temporary of ours: its buffer is reused (the hand path allocates
-    two arrays instead of four; autograd always takes the functional branch).
+    ``z`` is always a fresh temporary of the caller's, so when autograd is not tracing, its buffer is
+    reused for the result: the one place in this module that writes in place (measured 1.7x (float32) and
+    2.2x (float64) on the ``max`` forward at B=64, N=100, K=5, where allocation dominates).
     """
     zmax = xp.max(z, axis=-1, keepdims=True)  # (..., 1), finite: every row has a finite entry
-    if own:
-        z -= zmax  # (..., N) <= 0
-        zs = z
-    else:
-        zs = z - zmax  # (..., N) <= 0
+    own = not is_traced(z)
+    zs = xp.subtract(z, zmax, out=z) if own else z - zmax  # (..., N) <= 0
     e = xp.exp(zs)  # (..., N) in [0, 1], 1 at the row max
     s = xp.sum(e, axis=-1, keepdims=True)  # (..., 1) in [1, N]
+    p = xp.divide(e, s, out=e) if own else e / s  # (..., N)
+    if not need_log:
+        return p, None
     logs = xp.log(s)  # (..., 1)
-    if own:
-        e /= s
-        zs -= logs
-        return e, zs
-    return e / s, zs - logs  # (..., N), (..., N)
+    return p, (xp.subtract(zs, logs, out=zs) if own else zs - logs)  # (..., N), (..., N)
 
 
 def _log1m(p, logp, xp):
@@ -263,66 +197,62 @@ def _log1m(p, logp, xp):
     return xp.where(near, xp.broadcast_to(near_val, far.shape), far)  # (..., N)
 
 
-def _max_forward(z, xp, own):
+def _max_forward(z, xp):
     """z (..., K, N) = (κw + G^(j))/τ. S^(j) = softmax(z^(j)), M = max_j S^(j)."""
-    S, _ = _softmax(z, xp, own=own)  # (..., K, N) each row sums to 1
+    S, _ = _softmax(z, xp)  # (..., K, N) each row sums to 1
     M = xp.max(S, axis=-2)  # (..., N)
     return M, S
 
 
-def _iterative_forward(alpha, k, tau, xp, own):
+def _iterative_forward(alpha, k, tau, xp):
     """alpha (..., N) = κw + G. a^(j) = softmax(α/τ), α ← α + log(1 - a^(j)), M = Σ_j a^(j)."""
     a_steps, l1m_steps = [], []
     M = None
     inv_tau = 1.0 / tau
     for j in range(k):
-        a, logp = _softmax(alpha * inv_tau, xp, own=own)  # (..., N) a^(j) sums to 1, (..., N) log a^(j)
+        a, logp = _softmax(alpha * inv_tau, xp, need_log=True)  # (..., N) a^(j), (..., N) log a^(j)
         a_steps.append(a)
         M = a if M is None else M + a  # (..., N)
         if j < k - 1:  # the last update of α is never used
             l1m = _log1m(a, logp, xp)  # (..., N) log(1 - a^(j)); -inf excludes an item whose a^(j) == 1
             l1m_steps.append(l1m)
-            if own and j > 0:
-                alpha += l1m  # (..., N) our own buffer since step 1
-            else:
-                alpha = alpha + l1m  # (..., N)
+            alpha = alpha + l1m  # (..., N)
     return M, a_steps, l1m_steps
 
 
-def relaxed_topk_forward(scores, noise, k, *, tau, kappa=1.0, method="max"):
+def relaxed_topk_forward(scores, noise, k, *, tau, kappa=1.0, relaxation="max"):
     """Relaxed top-k mask M (..., N) of ``scores`` (..., N) under Gumbel ``noise``; returns (M, cache).
 
-    method "max":       M = max_j softmax((κ w + G^(j)) / τ), noise (..., K, N) or None.
-    method "iterative": M = Σ_j a^(j), a^(j) = softmax(α/τ), α ← α + log(1 - a^(j)), α₀ = κw + G, noise (..., N).
-    method "st":        M = topk_mask(κ w + G, k) (hard); the backward is the "iterative" one.
+    relaxation "max":       M = max_j softmax((κ w + G^(j)) / τ), noise (..., K, N) or None.
+    relaxation "iterative": M = Σ_j a^(j), a^(j) = softmax(α/τ), α ← α + log(1 - a^(j)), α₀ = κw + G,
+                            noise (..., N).
+    relaxation "st":        M = topk_mask(κ w + G, k) (hard); the backward is the "iterative" one.
     Padded candidates (score -inf) get M = 0 exactly; every row needs at least k finite scores.
     """
     fn = "relaxed_topk_forward"
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"{fn}: method={method!r}; expected one of {METHODS}")
-    raw, _, k = _check_scores(scores, k, fn)
-    tau = _check_positive("tau", tau, fn)
-    kappa = _check_positive("kappa", kappa, fn)
-    _check_noise(noise, raw, k, method, fn)
+    check_choice(fn, "relaxation", relaxation, RELAXATIONS)
+    raw, k = check_scores(fn, scores, k)
+    tau = check_real(fn, "tau", tau, lo=0.0, lo_open=True)
+    kappa = check_real(fn, "kappa", kappa, lo=0.0, lo_open=True)
+    _check_noise(noise, raw, k, relaxation, fn)
     xp = get_xp(scores, noise)
-    own = not (is_traced(scores) or is_traced(noise))  # untraced: temporaries of ours may be reused in place
     shape = tuple(raw.shape)
 
-    if method == "max":
+    if relaxation == "max":
         z = (kappa / tau) * scores[..., None, :]  # (..., 1, N): without noise the K draws coincide
         if noise is not None:
             z = z + noise * (1.0 / tau)  # (..., K, N)
-        M, S = _max_forward(z, xp, own)  # (..., N), (..., K|1, N)
-        return M, RelaxedTopKCache(method, k, tau, kappa, shape, S=_raw(S), M=_raw(M))
+        M, S = _max_forward(z, xp)  # (..., N), (..., K|1, N)
+        return M, RelaxedTopKCache(relaxation, k, tau, kappa, shape, S=unbox(S), M=unbox(M))
 
     alpha = kappa * scores if noise is None else kappa * scores + noise  # (..., N)
-    hard = _topk_mask(_raw(alpha), k, get_xp(raw)) if method == "st" else None  # (..., N) exact K-hot of κw + G
-    M, a_steps, l1m_steps = _iterative_forward(alpha, k, tau, xp, own)  # (..., N), K x (..., N), (K-1) x (..., N)
+    hard = _topk_mask(unbox(alpha), k, get_xp(raw)) if relaxation == "st" else None  # (..., N) exact K-hot of κw + G
+    M, a_steps, l1m_steps = _iterative_forward(alpha, k, tau, xp)  # (..., N), K x (..., N), (K-1) x (..., N)
     rxp = get_xp(raw)
-    a_raw = rxp.stack([_raw(a) for a in a_steps])  # (K, ..., N)
-    l1m_raw = rxp.stack([_raw(x) for x in l1m_steps]) if l1m_steps else None  # (K-1, ..., N)
-    cache = RelaxedTopKCache(method, k, tau, kappa, shape, a=a_raw, log1m_a=l1m_raw)
-    if method == "iterative":
+    a_raw = rxp.stack([unbox(a) for a in a_steps])  # (K, ..., N)
+    l1m_raw = rxp.stack([unbox(x) for x in l1m_steps]) if l1m_steps else None  # (K-1, ..., N)
+    cache = RelaxedTopKCache(relaxation, k, tau, kappa, shape, a=a_raw, log1m_a=l1m_raw)
+    if relaxation == "iterative":
         return M, cache
     if is_traced(M):
         # Straight-through for the autograd oracle: the value is `hard` exactly (x - x == 0 in floating
@@ -336,18 +266,13 @@ def relaxed_topk_forward(scores, noise, k, *, tau, kappa=1.0, method="max"):
 
 
 def _check_dmask(dmask, cache, fn: str):
-    if not isinstance(cache, RelaxedTopKCache):
-        raise TypeError(f"{fn}: cache of type {type(cache).__name__!r}; expected the RelaxedTopKCache from relaxed_topk_forward")
-    ref = cache.S if cache.method == "max" else cache.a
+    check_type(fn, "cache", cache, RelaxedTopKCache, "the RelaxedTopKCache from relaxed_topk_forward")
+    ref = cache.S if cache.relaxation == "max" else cache.a
     try:
         get_xp(dmask, ref)
     except TypeError:
-        raise TypeError(
-            f"{fn}: dmask of type {type(dmask).__name__!r}; expected an array on the forward's backend "
-            f"({type(ref).__name__})"
-        ) from None
-    if tuple(np.shape(dmask)) != cache.shape:
-        raise ValueError(f"{fn}: dmask has shape {tuple(np.shape(dmask))}; expected the mask's shape {cache.shape}")
+        fail(fn, "dmask", dmask, f"an array on the forward's backend ({type(ref).__name__})", TypeError)
+    check_array(fn, "dmask", dmask, shape=cache.shape, finite=True)
 
 
 def relaxed_topk_backward(dmask, cache):
@@ -359,7 +284,7 @@ def relaxed_topk_backward(dmask, cache):
     fn = "relaxed_topk_backward"
     _check_dmask(dmask, cache, fn)
     xp = get_xp(dmask)
-    if cache.method == "max":
+    if cache.relaxation == "max":
         S = cache.S  # (..., K, N)
         # M = xp.max(S, axis=-2): item i's gradient goes to its winning draw j*(i) only (lowest j on ties,
         # which is what argmax returns)

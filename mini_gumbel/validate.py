@@ -1,0 +1,185 @@
+"""Argument checks shared by every public function, with one message format and one convention.
+
+    fn: name=value; expected ...
+
+``TypeError`` when the argument has the wrong type (a float where an int is needed, a bool anywhere a number
+is, an int array where floats are), ``ValueError`` when the type is right and the value is not (k > N, τ <= 0,
+NaN scores, a wrong shape). A public forward calls these once at its top and then reads as math; the
+transformer primitives in ``ops`` are building blocks whose callers validate.
+
+Every check reads values only (autograd boxes are unboxed first), so validating never builds graph nodes.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Sequence
+
+import numpy as np
+
+from .backend import get_xp, is_cupy, unbox
+
+__all__ = ["fail", "check_type", "check_int", "check_real", "check_choice", "check_bool", "check_array",
+           "check_token_ids", "check_scores", "check_float_dtype", "show"]
+
+
+def show(value: Any) -> str:
+    """A short repr for messages: arrays by shape and dtype, everything else by repr (cut at 60 chars)."""
+    v = unbox(value)
+    if isinstance(v, np.dtype):
+        return str(v)
+    if hasattr(v, "shape") and hasattr(v, "dtype") and getattr(v, "ndim", 0) > 0:
+        return f"<array shape={tuple(v.shape)} dtype={v.dtype}>"
+    r = repr(v)
+    r = r if len(r) <= 60 else r[:57] + "..."
+    if not isinstance(v, (numbers.Number, str, tuple, type(None), np.generic)):
+        r = f"{r} (a {type(v).__name__})"  # e.g. a list where an array is expected
+    return r
+
+
+def fail(fn: str, name: str, value: Any, expected: str, exc: type = ValueError):
+    """Raise ``exc`` with the house message ``fn: name=value; expected ...``."""
+    raise exc(f"{fn}: {name}={show(value)}; expected {expected}")
+
+
+def check_type(fn: str, name: str, value: Any, types, expected: str | None = None):
+    """``value`` itself when ``isinstance(value, types)``, else TypeError."""
+    if not isinstance(value, types):
+        names = types.__name__ if isinstance(types, type) else " or ".join(t.__name__ for t in types)
+        fail(fn, name, value, expected or f"a {names} (got {type(value).__name__})", TypeError)
+    return value
+
+
+def check_int(fn: str, name: str, value: Any, *, lo: int | None = None, hi: int | None = None) -> int:
+    """An integer (not a bool) in [lo, hi]; returns it as a Python int."""
+    rng = _range_text(lo, hi)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        fail(fn, name, value, f"an int{rng}", TypeError)
+    v = int(value)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        fail(fn, name, value, f"an int{rng}")
+    return v
+
+
+def check_real(fn: str, name: str, value: Any, *, lo: float | None = None, hi: float | None = None,
+               lo_open: bool = False, finite: bool = True) -> float:
+    """A real number (not a bool), finite unless ``finite=False``, in [lo, hi] ((lo, hi] with lo_open)."""
+    parts = (["a finite number"] if finite else ["a number"])
+    if lo is not None:
+        parts.append(f"{'>' if lo_open else '>='} {lo:g}")
+    if hi is not None:
+        parts.append(f"<= {hi:g}")
+    expected = " ".join(parts[:1]) + (" " + " and ".join(parts[1:]) if parts[1:] else "")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        fail(fn, name, value, expected, TypeError)
+    v = float(value)
+    if math.isnan(v) or (finite and not math.isfinite(v)):
+        fail(fn, name, value, expected)
+    if lo is not None and (v <= lo if lo_open else v < lo):
+        fail(fn, name, value, expected)
+    if hi is not None and v > hi:
+        fail(fn, name, value, expected)
+    return v
+
+
+def check_choice(fn: str, name: str, value: Any, choices: Sequence) -> Any:
+    """One of ``choices`` (compared by equality; a non-string where strings are expected is a TypeError)."""
+    if all(isinstance(c, str) for c in choices) and not isinstance(value, str):
+        fail(fn, name, value, f"one of {tuple(choices)}", TypeError)
+    if value not in choices:
+        fail(fn, name, value, f"one of {tuple(choices)}")
+    return value
+
+
+def check_bool(fn: str, name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        fail(fn, name, value, "True or False", TypeError)
+    return bool(value)
+
+
+def check_float_dtype(fn: str, name: str, dtype, allowed=(np.float32, np.float64)) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        fail(fn, name, dtype, "a floating dtype (numpy.float32 or numpy.float64)", TypeError)
+    if dt not in [np.dtype(a) for a in allowed]:
+        fail(fn, name, dtype, f"one of {[np.dtype(a).name for a in allowed]}", TypeError)
+    return dt
+
+
+def _range_text(lo, hi) -> str:
+    if lo is not None and hi is not None:
+        return f" in [{lo}, {hi}]"
+    if lo is not None:
+        return f" >= {lo}"
+    if hi is not None:
+        return f" <= {hi}"
+    return ""
+
+
+def check_array(fn: str, name: str, a: Any, *, ndim: int | None = None, shape: tuple | None = None,
+                kind: str = "f", finite: bool = False, nonneg: bool = False):
+    """An array (NumPy, CuPy or an autograd box of one) of the given dtype kind ('f' float, 'b' bool,
+    'iu' integer), number of dimensions or exact shape (None entries in ``shape`` match any size);
+    optionally all finite and all >= 0. Returns the unboxed array."""
+    raw = unbox(a)
+    if not (isinstance(raw, np.ndarray) or is_cupy(raw)):
+        fail(fn, name, a, f"an array{'' if shape is None else f' of shape {shape}'}", TypeError)
+    kinds = {"f": "a floating", "b": "a bool", "iu": "an integer"}
+    if raw.dtype.kind not in kind:
+        fail(fn, f"{name}.dtype", raw.dtype, f"{kinds.get(kind, kind)} dtype", TypeError)
+    if ndim is not None and raw.ndim != ndim:
+        fail(fn, f"{name}.shape", tuple(raw.shape), f"{ndim} dimensions")
+    if shape is not None and (raw.ndim != len(shape)
+                              or any(s is not None and s != r for s, r in zip(shape, raw.shape))):
+        fail(fn, f"{name}.shape", tuple(raw.shape), f"{tuple('*' if s is None else s for s in shape)}")
+    if raw.size and (finite or nonneg):
+        xp = get_xp(raw)
+        if finite and not bool(xp.all(xp.isfinite(raw))):
+            fail(fn, name, a, "finite values (no NaN or inf)")
+        if nonneg and bool(xp.any(raw < 0)):
+            fail(fn, name, a, f"values >= 0 (min {float(raw.min())})")
+    return raw
+
+
+def check_token_ids(fn: str, name: str, ids: Any, *, ndim: int, vocab_size: int):
+    """Integer token ids of ``ndim`` dims in [0, vocab_size): an out-of-range id (e.g. -1) would silently
+    wrap around in an embedding lookup."""
+    raw = check_array(fn, name, ids, ndim=ndim, kind="iu")
+    if raw.size:
+        lo, hi = int(raw.min()), int(raw.max())
+        if lo < 0 or hi >= vocab_size:
+            fail(fn, name, ids, f"token ids in [0, {vocab_size}) (found ids in [{lo}, {hi}])")
+    return raw
+
+
+def check_scores(fn: str, scores: Any, k: int | None = None):
+    """Scores (..., N) of a float dtype: finite, or -inf for padded candidates; NaN and +inf are errors.
+    With ``k``: an int in [1, N] and every row with at least k finite entries. Returns (raw scores, k)."""
+    raw = unbox(scores)
+    if isinstance(raw, np.generic):
+        raw = np.asarray(raw)
+    if not (isinstance(raw, np.ndarray) or is_cupy(raw)):
+        fail(fn, "scores", scores, "a float numpy/cupy array of shape (..., N)", TypeError)
+    if raw.ndim < 1:
+        fail(fn, "scores.shape", tuple(raw.shape), "at least one axis (..., N)")
+    if raw.dtype.kind != "f":
+        fail(fn, "scores.dtype", raw.dtype, "a floating dtype (float64 or float32)", TypeError)
+    n = raw.shape[-1]
+    if k is not None:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+            fail(fn, "k", k, f"an int with 1 <= k <= N={n}", TypeError)
+        if not 1 <= int(k) <= n:
+            fail(fn, "k", k, f"an int with 1 <= k <= N={n} (the size of the last axis)")
+        k = int(k)
+    if raw.size:
+        xp = get_xp(raw)
+        for bad, what in ((xp.isnan(raw), "NaN"), (raw == xp.inf, "+inf")):
+            if bool(xp.any(bad)):
+                fail(fn, "scores", scores, f"finite values, or -inf for padded candidates (found {what})")
+        if k is not None:
+            n_finite = int(xp.min(xp.sum(xp.isfinite(raw), axis=-1)))
+            if n_finite < k:
+                fail(fn, "scores", scores, f"at least k={k} finite (non-padded) candidates in every row "
+                     f"(a row has {n_finite})")
+    return raw, k
