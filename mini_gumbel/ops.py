@@ -1,5 +1,10 @@
 """Transformer primitives as forward/backward pairs (llm.c style), written once for NumPy, CuPy and autograd.
 
+These are building blocks: their callers (the reader, the losses) validate the inputs once, so the
+primitives do no argument checking and read as the math they implement. Forwards take one path whether
+or not autograd is tracing them: in-place variants measured 1.00-1.08x on whole reader steps, below the
+1.2x that would pay for a second copy of the arithmetic.
+
 Every ``x_forward(...)`` returns ``(out, cache)`` with a small NamedTuple cache; every ``x_backward(dout, cache)``
 returns fresh gradients and quotes, in a comment, the forward line it inverts. Forwards only use functions
 in the NumPy ∩ CuPy subset through ``xp = get_xp(...)`` and never write into arrays, so ``autograd`` can
@@ -22,7 +27,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from .backend import get_xp, is_traced
+from .backend import get_xp, unbox
 
 __all__ = [
     "embedding_forward", "embedding_backward", "linear_forward", "linear_backward",
@@ -36,23 +41,6 @@ __all__ = [
 
 _GELU_C = math.sqrt(2.0 / math.pi)
 _GELU_A = 0.044715
-
-
-def _value(a):
-    """The array under an autograd box (a constant to the tracer); ``a`` itself otherwise.
-
-    Used for the max subtracted before ``exp``: the result does not depend on it, so treating it as a
-    constant is exact and saves the tracer a max-VJP.
-    """
-    while is_traced(a):
-        a = a._value
-    return a
-
-
-def _plain(*arrays):
-    """True when no argument is an autograd box: the forward may then update its own fresh temporaries in
-    place (same operations, same results, fewer full-size allocations). Traced runs take the pure path."""
-    return not any(is_traced(a) for a in arrays)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -98,10 +86,7 @@ def linear_forward(x, W, b=None):
     x2 = xp.reshape(x, (-1, x.shape[-1]))  # (M, Cin)
     out = x2 @ W  # (M, Cout)
     if b is not None:
-        if _plain(out, b):
-            out += b  # (M, Cout), into the fresh product
-        else:
-            out = out + b  # (M, Cout)
+        out = out + b  # (M, Cout)
     return xp.reshape(out, lead + (W.shape[1],)), LinearCache(x2, W, b is not None, lead)
 
 
@@ -138,11 +123,6 @@ def layernorm_forward(x, g, b, eps=1e-5):
     xc = x - mu  # (..., C)
     var = xp.mean(xc * xc, axis=-1, keepdims=True)  # (..., 1)
     rstd = 1.0 / xp.sqrt(var + eps)  # (..., 1)
-    if _plain(x, g, b):  # the same arithmetic in the fresh xc and out
-        xc *= rstd
-        out = xc * g  # (..., C)
-        out += b
-        return out, LayerNormCache(xc, rstd, g)
     xhat = xc * rstd  # (..., C)
     return xhat * g + b, LayerNormCache(xhat, rstd, g)
 
@@ -186,16 +166,6 @@ def gelu_forward(x):
     # exp(−2u) overflows only where sigmoid(2u) is 0 anyway (x < −19 in float64, x < −9 in float32): clip
     # at the dtype's own exp limit to stay warning-free
     top = math.log(xp.finfo(x.dtype).max) - 1.0
-    if _plain(x):  # the same arithmetic as below, in one fresh temporary
-        s = x * x  # (...)
-        s *= -2.0 * _GELU_C * _GELU_A
-        s -= 2.0 * _GELU_C
-        s *= x  # −2u
-        xp.minimum(s, top, out=s)
-        xp.exp(s, out=s)
-        s += 1.0
-        xp.divide(1.0, s, out=s)  # sigmoid(2u)
-        return x * s, GeluCache(x, s)
     m2u = ((-2.0 * _GELU_C * _GELU_A) * (x * x) - 2.0 * _GELU_C) * x  # (...)  −2u
     s = 1.0 / (1.0 + xp.exp(xp.minimum(m2u, top)))  # (...)
     return x * s, GeluCache(x, s)
@@ -227,7 +197,7 @@ class SoftmaxCache(NamedTuple):
 def softmax_forward(x):
     """y = exp(x − max) / Σ exp(x − max) over the last axis; −inf entries get probability 0."""
     xp = get_xp(x)
-    e = xp.exp(x - xp.max(_value(x), axis=-1, keepdims=True))  # (..., V)
+    e = xp.exp(x - xp.max(unbox(x), axis=-1, keepdims=True))  # (..., V)
     y = e / xp.sum(e, axis=-1, keepdims=True)  # (..., V)
     return y, SoftmaxCache(y)
 
@@ -246,7 +216,7 @@ class LogSoftmaxCache(NamedTuple):
 def log_softmax_forward(x):
     """y = x − max − log Σ exp(x − max) over the last axis."""
     xp = get_xp(x)
-    z = x - xp.max(_value(x), axis=-1, keepdims=True)  # (..., V)
+    z = x - xp.max(unbox(x), axis=-1, keepdims=True)  # (..., V)
     e = xp.exp(z)  # (..., V)
     s = xp.sum(e, axis=-1, keepdims=True)  # (..., 1)
     return z - xp.log(s), LogSoftmaxCache(e / s)
@@ -291,21 +261,14 @@ def attention_forward(q, k, v, *, key_pad=None, causal=False, doc_mask=None, n_d
     s = xp.matmul(qs, xp.swapaxes(k, -1, -2))  # (B, H, T, S)
     valid = None
     if key_pad is not None:
-        valid = ~xp.reshape(xp.asarray(_value(key_pad), dtype=bool), (B, 1, 1, S))  # (B, 1, 1, S)
+        valid = ~xp.reshape(xp.asarray(unbox(key_pad), dtype=bool), (B, 1, 1, S))  # (B, 1, 1, S)
     if causal:
         cm = xp.tril(xp.ones((T, S), dtype=bool), k=S - T)  # (T, S)
         valid = cm if valid is None else valid & cm  # (B, 1, T, S)
     z = s if valid is None else xp.where(valid, s, -xp.inf)  # (B, H, T, S)
-    plain = _plain(q, k, v, doc_mask)
     if doc_mask is None:
-        if plain:
-            e = z - xp.max(z, axis=-1, keepdims=True)  # (B, H, T, S)
-            xp.exp(e, out=e)
-            e /= xp.sum(e, axis=-1, keepdims=True)
-            a = e  # (B, H, T, S)
-        else:
-            e = xp.exp(z - xp.max(_value(z), axis=-1, keepdims=True))  # (B, H, T, S)
-            a = e / xp.sum(e, axis=-1, keepdims=True)  # (B, H, T, S)
+        e = xp.exp(z - xp.max(unbox(z), axis=-1, keepdims=True))  # (B, H, T, S)
+        a = e / xp.sum(e, axis=-1, keepdims=True)  # (B, H, T, S)
         out = xp.matmul(a, v)  # (B, H, T, Dh)
         return out, AttentionCache(qs, k, v, a, None, None, scale, int(n_docs or 0), s)
     N = doc_mask.shape[1]
@@ -315,21 +278,12 @@ def attention_forward(q, k, v, *, key_pad=None, causal=False, doc_mask=None, n_d
     # Keys of documents with M = 0 may sit far above it; they carry no weight, but exp would overflow to inf
     # and inf * 0 = NaN, so their exponent is capped at half the dtype's range. That changes nothing where
     # M > 0 (there z - max <= 0) and keeps their mask gradient finite, if enormous.
-    zmax = xp.where(_value(tok) > 0, _value(z), -xp.inf)  # (B, H, T, S)
+    zmax = xp.where(unbox(tok) > 0, unbox(z), -xp.inf)  # (B, H, T, S)
     cap = 0.5 * math.log(xp.finfo(q.dtype).max)
-    if plain:
-        e = z - xp.max(zmax, axis=-1, keepdims=True)  # (B, H, T, S)
-        xp.minimum(e, cap, out=e)
-        xp.exp(e, out=e)
-    else:
-        e = xp.exp(xp.minimum(z - xp.max(zmax, axis=-1, keepdims=True), cap))  # (B, H, T, S)
+    e = xp.exp(xp.minimum(z - xp.max(zmax, axis=-1, keepdims=True), cap))  # (B, H, T, S)
     w = e * tok  # (B, H, T, S)
     Z = xp.sum(w, axis=-1, keepdims=True)  # (B, H, T, 1)
-    if plain:
-        w /= Z
-        a = w  # (B, H, T, S)
-    else:
-        a = w / Z  # (B, H, T, S)
+    a = w / Z  # (B, H, T, S)
     out = xp.matmul(a, v)  # (B, H, T, Dh)
     return out, AttentionCache(qs, k, v, a, e, Z, scale, N, s)
 
@@ -536,7 +490,7 @@ def cross_entropy_forward(logits, targets, *, pad_id=0):
     """
     xp = get_xp(logits)
     B, T, V = logits.shape
-    targets = xp.asarray(_value(targets))
+    targets = xp.asarray(unbox(targets))
     lp, c_ls = log_softmax_forward(logits)  # (B, T, V)
     onehot = (targets[..., None] == xp.arange(V)).astype(logits.dtype)  # (B, T, V)
     valid = (targets != pad_id).astype(logits.dtype)  # (B, T)

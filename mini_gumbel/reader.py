@@ -25,7 +25,8 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from . import ops
-from .backend import get_xp, is_traced
+from .backend import get_xp, is_traced, to_numpy, unbox
+from .validate import check_array, check_float_dtype, check_int, check_token_ids, check_type, fail
 
 __all__ = ["ReaderConfig", "ReaderCache", "init_reader", "reader_forward", "reader_backward", "greedy_decode",
            "reader_encode", "param_shapes"]
@@ -46,20 +47,15 @@ class ReaderConfig:
     eos_id: int = 2
 
     def __post_init__(self):
+        fn = "ReaderConfig"
         for name in ("vocab_size", "d_model", "n_heads", "d_ff", "max_ctx_len", "max_ans_len"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"ReaderConfig: {name}={v!r}; expected a positive int")
-        for name, lo in (("n_enc_layers", 0), ("n_dec_layers", 1)):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo:
-                raise ValueError(f"ReaderConfig: {name}={v!r}; expected an int >= {lo}")
+            check_int(fn, name, getattr(self, name), lo=1)
+        check_int(fn, "n_enc_layers", self.n_enc_layers, lo=0)
+        check_int(fn, "n_dec_layers", self.n_dec_layers, lo=1)
         if self.d_model % self.n_heads:
-            raise ValueError(f"ReaderConfig: d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+            fail(fn, "d_model", self.d_model, f"a multiple of n_heads={self.n_heads}")
         for name in ("pad_id", "bos_id", "eos_id"):
-            v = getattr(self, name)
-            if not 0 <= v < self.vocab_size:
-                raise ValueError(f"ReaderConfig: {name}={v} is outside [0, vocab_size={self.vocab_size})")
+            check_int(fn, name, getattr(self, name), lo=0, hi=self.vocab_size - 1)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -105,11 +101,8 @@ def init_reader(cfg: ReaderConfig, seed: int, *, dtype=np.float64) -> dict:
     """Parameters as a dict name -> array. Weights ~ N(0, 1/fan_in); the projections that write into the
     residual stream (attention Wo, MLP W2) are further scaled by 1/√(2·layers); LN g = 1, biases 0;
     embeddings N(0, 1) so that a token is a unit-scale vector before the first layer norm."""
-    if not isinstance(cfg, ReaderConfig):
-        raise TypeError(f"init_reader: cfg has type {type(cfg).__name__}; expected ReaderConfig")
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise TypeError(f"init_reader: dtype={dtype}; expected float32 or float64")
+    check_type("init_reader", "cfg", cfg, ReaderConfig)
+    dtype = check_float_dtype("init_reader", "dtype", dtype)
     rng = np.random.default_rng(seed)
     n_res = 2 * max(cfg.n_enc_layers + cfg.n_dec_layers, 1)
     params = {}
@@ -140,80 +133,51 @@ def _put(grads, prefix, sub):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# validation
+# validation (shared checks in mini_gumbel.validate; these three know the reader's shapes)
 
 
-def _raw(a):
-    while is_traced(a):
-        a = a._value
-    return a
-
-
-def _check_params(params, cfg, where):
-    if not isinstance(cfg, ReaderConfig):
-        raise TypeError(f"{where}: cfg has type {type(cfg).__name__}; expected ReaderConfig")
-    params = _raw(params)  # autograd wraps a traced dict in a box
-    if not isinstance(params, dict):
-        raise TypeError(f"{where}: params has type {type(params).__name__}; expected dict[str, array]")
+def _check_params(params, cfg, fn):
+    check_type(fn, "cfg", cfg, ReaderConfig)
+    params = check_type(fn, "params", unbox(params), dict, "a dict[str, array] from init_reader")  # autograd
+    # wraps a traced dict in a box
     shapes = param_shapes(cfg)
     missing = [k for k in shapes if k not in params]
     if missing:
-        raise ValueError(f"{where}: params is missing {missing[:5]} (expected every key of param_shapes(cfg))")
-    dtype = _raw(params["tok_emb"]).dtype
-    if dtype not in (np.float32, np.float64):
-        raise TypeError(f"{where}: params['tok_emb'].dtype={dtype}; expected float32 or float64")
+        fail(fn, "params", f"<dict without {missing[:5]}>", "every key of param_shapes(cfg)")
+    dtype = check_float_dtype(fn, "params['tok_emb'].dtype", unbox(params["tok_emb"]).dtype)
     for k, shape in shapes.items():
-        a = _raw(params[k])
-        if tuple(a.shape) != shape:
-            raise ValueError(f"{where}: params[{k!r}].shape={tuple(a.shape)}; expected {shape} for this cfg")
+        a = check_array(fn, f"params[{k!r}]", params[k], shape=shape)
         if a.dtype != dtype:
-            raise TypeError(f"{where}: params[{k!r}].dtype={a.dtype}; expected {dtype} like params['tok_emb']")
+            fail(fn, f"params[{k!r}].dtype", a.dtype, f"{dtype} like params['tok_emb']", TypeError)
     return dtype
 
 
-def _check_tokens(name, a, ndim, cfg, where):
-    a = _raw(a)
-    if not hasattr(a, "dtype") or a.ndim != ndim:
-        raise ValueError(f"{where}: {name} has shape {getattr(a, 'shape', None)}; expected {ndim} dims")
-    if a.dtype.kind not in "iu":
-        raise TypeError(f"{where}: {name}.dtype={a.dtype}; expected an integer dtype")
-    if a.size:
-        lo, hi = int(a.min()), int(a.max())
-        if lo < 0 or hi >= cfg.vocab_size:
-            raise ValueError(f"{where}: {name} has token ids in [{lo}, {hi}]; expected [0, {cfg.vocab_size})")
-
-
-def _check_ctx(ctx, cfg, where):
-    _check_tokens("ctx", ctx, 3, cfg, where)
+def _check_ctx(ctx, cfg, fn):
+    check_token_ids(fn, "ctx", ctx, ndim=3, vocab_size=cfg.vocab_size)
     B, N, L = ctx.shape
-    if B < 1 or N < 1 or L < 1:
-        raise ValueError(f"{where}: ctx.shape={ctx.shape}; expected (B, N, L) with every size >= 1")
-    if L > cfg.max_ctx_len:
-        raise ValueError(f"{where}: ctx has L={L} tokens per sequence; expected L <= max_ctx_len={cfg.max_ctx_len}")
-    if bool((ctx == cfg.pad_id).all(axis=-1).any()):
-        b, n = np.argwhere(np.asarray((ctx == cfg.pad_id).all(axis=-1).tolist()))[0]
-        raise ValueError(f"{where}: ctx[{b}, {n}] is all padding (pad_id={cfg.pad_id}); expected a question in "
-                         "every sequence")
+    if B < 1 or N < 1 or not 1 <= L <= cfg.max_ctx_len:
+        fail(fn, "ctx.shape", ctx.shape, f"(B, N, L) with B, N >= 1 and 1 <= L <= max_ctx_len={cfg.max_ctx_len}")
+    empty = np.asarray(to_numpy((ctx == cfg.pad_id).all(axis=-1)))  # (B, N)
+    if empty.any():
+        b, n = np.argwhere(empty)[0]
+        fail(fn, f"ctx[{b}, {n}]", "<all padding>", f"a question in every sequence (pad_id={cfg.pad_id})")
 
 
-def _check_mask(mask, B, N, dtype, where):
+def _check_answer(name, a, B, cfg, fn):
+    check_token_ids(fn, name, a, ndim=2, vocab_size=cfg.vocab_size)
+    if a.shape[0] != B or not 1 <= a.shape[1] <= cfg.max_ans_len:
+        fail(fn, f"{name}.shape", a.shape, f"(B={B}, T) with 1 <= T <= max_ans_len={cfg.max_ans_len}")
+
+
+def _check_mask(mask, B, N, dtype, fn):
     if mask is None:
         return None
-    m = _raw(mask)
-    if not hasattr(m, "shape") or tuple(m.shape) != (B, N):
-        raise ValueError(f"{where}: mask has shape {getattr(m, 'shape', None)}; expected (B, N) = {(B, N)}")
-    if m.dtype.kind != "f":
-        raise TypeError(f"{where}: mask.dtype={m.dtype}; expected a float dtype")
+    m = check_array(fn, "mask", mask, shape=(B, N), finite=True, nonneg=True)
     xp = get_xp(m)
-    if not bool(xp.all(xp.isfinite(m))):
-        raise ValueError(f"{where}: mask has non-finite entries; expected finite values in [0, 1]")
-    if bool(xp.any(m < 0)):
-        raise ValueError(f"{where}: mask has negative entries (min {float(m.min())}); expected values >= 0")
     rows = xp.sum(m, axis=-1)
     if bool(xp.any(rows <= 0)):
         b = int(xp.argmin(rows))
-        raise ValueError(f"{where}: mask row {b} sums to {float(rows[b])}; expected every row to keep some "
-                         "document (sum > 0)")
+        fail(fn, f"mask[{b}].sum()", float(rows[b]), "> 0 (every row must keep some document)")
     if m.dtype != dtype and not is_traced(mask):
         mask = mask.astype(dtype)
     return mask
@@ -356,18 +320,15 @@ def reader_forward(params, cfg, ctx, ans_in, ans_out, mask=None, *, need_attn=Fa
     per-example mean token NLL; cache.logprobs (B, T), cache.nll (B,), cache.logits (B, T, V) and with
     need_attn cache.xattn (per layer AttnRecord) and cache.key_pad (B, N·L).
     """
-    where = "reader_forward"
-    dtype = _check_params(params, cfg, where)
-    _check_ctx(ctx, cfg, where)
+    fn = "reader_forward"
+    dtype = _check_params(params, cfg, fn)
+    _check_ctx(ctx, cfg, fn)
     B, N, L = ctx.shape
-    for name, a in (("ans_in", ans_in), ("ans_out", ans_out)):
-        _check_tokens(name, a, 2, cfg, where)
-        if a.shape[0] != B or not 1 <= a.shape[1] <= cfg.max_ans_len:
-            raise ValueError(f"{where}: {name}.shape={a.shape}; expected (B={B}, T) with 1 <= T <= "
-                             f"max_ans_len={cfg.max_ans_len}")
+    _check_answer("ans_in", ans_in, B, cfg, fn)
+    _check_answer("ans_out", ans_out, B, cfg, fn)
     if ans_in.shape != ans_out.shape:
-        raise ValueError(f"{where}: ans_in.shape={ans_in.shape} differs from ans_out.shape={ans_out.shape}")
-    mask = _check_mask(mask, B, N, dtype, where)
+        fail(fn, "ans_out.shape", ans_out.shape, f"ans_in.shape={ans_in.shape}")
+    mask = _check_mask(mask, B, N, dtype, fn)
     xp = get_xp(params["tok_emb"], mask)
     T = ans_in.shape[1]
 
@@ -451,14 +412,12 @@ def greedy_decode(params, cfg, ctx, mask=None, *, max_len=None):
     The encoder and the cross-attention keys/values run once; the decoder re-runs on the growing prefix.
     Stops early once every row has produced EOS.
     """
-    where = "greedy_decode"
-    dtype = _check_params(params, cfg, where)
-    _check_ctx(ctx, cfg, where)
+    fn = "greedy_decode"
+    dtype = _check_params(params, cfg, fn)
+    _check_ctx(ctx, cfg, fn)
     B, N, L = ctx.shape
-    max_len = cfg.max_ans_len if max_len is None else max_len
-    if not isinstance(max_len, (int, np.integer)) or not 1 <= max_len <= cfg.max_ans_len:
-        raise ValueError(f"{where}: max_len={max_len!r}; expected an int in [1, max_ans_len={cfg.max_ans_len}]")
-    mask = _check_mask(mask, B, N, dtype, where)
+    max_len = cfg.max_ans_len if max_len is None else check_int(fn, "max_len", max_len, lo=1, hi=cfg.max_ans_len)
+    mask = _check_mask(mask, B, N, dtype, fn)
     xp = get_xp(params["tok_emb"])
     enc_out, _ = _encoder_forward(params, cfg, ctx)  # (B·N, L, C)
     mem = xp.reshape(enc_out, (B, N * L, cfg.d_model))  # (B, S, C)
