@@ -31,12 +31,12 @@ Gradients (z = w / τ_s, p = p_R):
 """
 from __future__ import annotations
 
-import numbers
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from .backend import get_xp, is_traced
+from .backend import get_xp, is_traced, unbox
+from .validate import check_array, check_choice, check_int, check_real, check_scores, fail
 from .ops import log_softmax_forward
 
 __all__ = [
@@ -61,49 +61,24 @@ DIRECTIONS = ("T||R", "R||T")
 # validation and small numerics
 
 
-def _raw(a):
-    """The value under an autograd box (validation and stop-gradient constants only)."""
-    while is_traced(a):
-        a = a._value
-    return a
-
-
 def _check_tau(fn: str, name: str, tau) -> float:
-    if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not np.isfinite(tau) or tau <= 0:
-        raise ValueError(f"{fn}: {name}={tau!r}; expected a finite float > 0")
-    return float(tau)
+    return check_real(fn, name, tau, lo=0.0, lo_open=True)
 
 
 def _check_scores(fn: str, scores):
-    """2-D float scores, no NaN or +inf, at least one finite entry per row. Returns the valid mask (B, N)."""
-    s = _raw(scores)
-    if not hasattr(s, "dtype") or np.dtype(s.dtype).kind != "f":
-        raise TypeError(f"{fn}: scores has dtype {getattr(s, 'dtype', type(s).__name__)}; expected a float array")
+    """(B, N) float scores, no NaN or +inf, at least one finite entry per row. Returns the valid mask (B, N)."""
+    s, _ = check_scores(fn, scores, 1)
     if s.ndim != 2:
-        raise ValueError(f"{fn}: scores.shape={tuple(s.shape)}; expected (B, N)")
-    if bool(get_xp(s).isnan(s).any()) or bool((s == np.inf).any()):
-        raise ValueError(f"{fn}: scores contain NaN or +inf; expected finite scores (-inf marks padding)")
-    valid = s > -np.inf  # (B, N)
-    if not bool(valid.any(axis=-1).all()):
-        raise ValueError(f"{fn}: scores has a row where every candidate is -inf; expected at least one real candidate")
-    return valid
+        fail(fn, "scores.shape", tuple(s.shape), "(B, N)")
+    return s > -np.inf  # (B, N)
 
 
 def _check_like(fn: str, name: str, x, shape, kind="f"):
-    x = _raw(x)
-    if not hasattr(x, "shape") or tuple(x.shape) != tuple(shape):
-        raise ValueError(f"{fn}: {name}.shape={tuple(getattr(x, 'shape', ()))}; expected {tuple(shape)}")
-    k = np.dtype(x.dtype).kind
-    if kind == "b" and k != "b":
-        raise TypeError(f"{fn}: {name} has dtype {x.dtype}; expected bool")
-    if kind == "f" and k not in "fiu":
-        raise TypeError(f"{fn}: {name} has dtype {x.dtype}; expected a real array")
-    return x
+    return check_array(fn, name, x, shape=tuple(shape), kind="b" if kind == "b" else "fiu")
 
 
 def _check_reduction(fn: str, reduction: str) -> None:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"{fn}: reduction={reduction!r}; expected one of {REDUCTIONS}")
+    check_choice(fn, "reduction", reduction, REDUCTIONS)
 
 
 def _log_softmax(z, xp):
@@ -116,7 +91,7 @@ def _logsumexp(x, xp, axis: int):
 
     The shift is a constant (taken under any autograd box): the result does not depend on it.
     """
-    m = xp.max(_raw(x), axis=axis, keepdims=True)  # (.., 1, ..) finite
+    m = xp.max(unbox(x), axis=axis, keepdims=True)  # (.., 1, ..) finite
     return m + xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True))  # (.., 1, ..)
 
 
@@ -145,18 +120,18 @@ def supervised_forward(scores, gold, *, tau_s: float = 1.0):
     tau_s = _check_tau(fn, "tau_s", tau_s)
     gold = _check_like(fn, "gold", gold, valid.shape, kind="b")
     if bool((gold & ~valid).any()):
-        raise ValueError(f"{fn}: gold marks a padded (-inf) candidate; expected gold only on real candidates")
+        fail(fn, "gold", gold, "True only on real candidates (it marks a padded -inf one)")
     xp = get_xp(scores)
     has = gold.any(axis=-1)  # (B,)
     n_rows = int(has.sum())
     if n_rows == 0:
-        raise ValueError(f"{fn}: gold has no True entry in any of the {gold.shape[0]} rows; expected at least one")
+        fail(fn, "gold", gold, f"a True entry in at least one of the {gold.shape[0]} rows")
     logp = _log_softmax(scores / tau_s, xp)  # (B, N) -inf at padding
     # rows without gold take their full logp as a finite stand-in; their weight is 0
     use = gold | ~has[:, None]  # (B, N)
     lg = xp.where(use, logp, -xp.inf)  # (B, N)
     lse = _logsumexp(lg, xp, axis=-1)  # (B, 1) log p(gold)
-    row_weight = has.astype(_raw(scores).dtype) / n_rows  # (B,)
+    row_weight = has.astype(unbox(scores).dtype) / n_rows  # (B,)
     loss = -xp.sum(row_weight * lse[:, 0])
     q = xp.where(gold, xp.exp(lg - lse), 0.0)  # (B, N)
     return loss, SupervisedCache(xp.exp(logp), q, row_weight, tau_s, n_rows, int((~has).sum()))
@@ -195,14 +170,13 @@ def kl_distill_forward(
     tau_s = _check_tau(fn, "tau_s", tau_s)
     tau_g = _check_tau(fn, "tau_g", tau_g)
     _check_reduction(fn, reduction)
-    if direction not in DIRECTIONS:
-        raise ValueError(f"{fn}: direction={direction!r}; expected 'T||R' (KL(p_T||p_R), Atlas) or 'R||T'")
+    check_choice(fn, "direction", direction, DIRECTIONS)  # 'T||R' is KL(p_T || p_R), Atlas's
     g = _check_like(fn, "teacher", teacher, valid.shape)
     xp = get_xp(scores)
     g = xp.where(valid, g, 0.0)  # (B, N) padded teacher values are never looked at
     if not bool(xp.isfinite(g).all()):
-        raise ValueError(f"{fn}: teacher has NaN or inf on a real candidate; expected finite teacher scores there")
-    log_pT = _log_softmax(xp.where(valid, g / tau_g, -xp.inf).astype(_raw(scores).dtype), xp)  # (B, N)
+        fail(fn, "teacher", teacher, "finite values on every real candidate")
+    log_pT = _log_softmax(xp.where(valid, g / tau_g, -xp.inf).astype(unbox(scores).dtype), xp)  # (B, N)
     log_pR = _log_softmax(scores / tau_s, xp)  # (B, N)
     log_ratio = xp.where(valid, log_pR, 0.0) - xp.where(valid, log_pT, 0.0)  # (B, N) finite
     p_T, p_R = xp.exp(log_pT), xp.exp(log_pR)  # (B, N) 0 at padding
@@ -238,23 +212,18 @@ class EMDRCache(NamedTuple):
 
 def _check_token_inputs(fn: str, token_logprobs, token_mask, valid):
     B, N = valid.shape
-    lp = _raw(token_logprobs)
-    if not hasattr(lp, "ndim") or lp.ndim != 3 or tuple(lp.shape[:2]) != (B, N):
-        raise ValueError(f"{fn}: token_logprobs.shape={tuple(getattr(lp, 'shape', ()))}; expected ({B}, {N}, T)")
+    lp = check_array(fn, "token_logprobs", token_logprobs, shape=(B, N, None))
     T = lp.shape[2]
     tm = _check_like(fn, "token_mask", token_mask, (B, T), kind="b")
     if not bool(tm.any(axis=-1).all()):
-        raise ValueError(f"{fn}: token_mask has a row with no answer token; expected at least one True per row")
+        fail(fn, "token_mask", token_mask, "at least one True (answer token) in every row")
     xp = get_xp(lp, tm)
     use = valid[:, :, None] & tm[:, None, :]  # (B, N, T)
     lp = xp.where(use, lp, 0.0)  # (B, N, T) entries outside the mask are ignored
     if not bool(xp.isfinite(lp).all()):
-        raise ValueError(f"{fn}: token_logprobs has NaN or inf on a real document's answer token; expected finite")
+        fail(fn, "token_logprobs", token_logprobs, "finite values on every real document's answer tokens")
     if bool((lp > 1e-9).any()):
-        raise ValueError(
-            f"{fn}: token_logprobs has entries up to {float(lp.max())} > 0; expected log-probabilities "
-            "(<= 0), not NLLs"
-        )
+        fail(fn, "token_logprobs", token_logprobs, f"log-probabilities <= 0, not NLLs (max {float(lp.max())})")
     return lp, tm
 
 
@@ -267,11 +236,10 @@ def emdr_forward(scores, token_logprobs, token_mask, *, tau_s: float = 0.01, per
     fn = "emdr_forward"
     valid = _check_scores(fn, scores)
     tau_s = _check_tau(fn, "tau_s", tau_s)
-    if per not in ("token", "sequence"):
-        raise ValueError(f"{fn}: per={per!r}; expected 'token' (Atlas, EMDR² code) or 'sequence' (EMDR² paper)")
+    check_choice(fn, "per", per, ("token", "sequence"))  # Atlas and the EMDR² code; the EMDR² paper
     lp, tm = _check_token_inputs(fn, token_logprobs, token_mask, valid)
     xp = get_xp(scores)
-    dtype = _raw(scores).dtype
+    dtype = unbox(scores).dtype
     lp = lp.astype(dtype)
     B = valid.shape[0]
     log_pR = _log_softmax(scores / tau_s, xp)  # (B, N)
@@ -307,17 +275,15 @@ def pdist_teacher(token_logprobs, token_mask):
     token_logprobs (B, N, T) from the reader run one document at a time; token_mask (B, T) bool.
     """
     fn = "pdist_teacher"
-    lp = _raw(token_logprobs)
-    if not hasattr(lp, "ndim") or lp.ndim != 3:
-        raise ValueError(f"{fn}: token_logprobs.shape={tuple(getattr(lp, 'shape', ()))}; expected (B, N, T)")
+    lp = check_array(fn, "token_logprobs", token_logprobs, ndim=3)
     B, N, T = lp.shape
     tm = _check_like(fn, "token_mask", token_mask, (B, T), kind="b")
     if not bool(tm.any(axis=-1).all()):
-        raise ValueError(f"{fn}: token_mask has a row with no answer token; expected at least one True per row")
+        fail(fn, "token_mask", token_mask, "at least one True (answer token) in every row")
     xp = get_xp(lp, tm)
     lp = xp.where(tm[:, None, :], lp, 0.0)  # (B, N, T)
     if not bool(xp.isfinite(lp).all()):
-        raise ValueError(f"{fn}: token_logprobs has NaN or inf on an answer token; expected finite log-probs")
+        fail(fn, "token_logprobs", token_logprobs, "finite log-probabilities on every answer token")
     return lp.sum(axis=-1) / tm.sum(axis=-1)[:, None].astype(lp.dtype)  # (B, N)
 
 
@@ -327,12 +293,7 @@ def loop_teacher(nll_without):
     The identity on its input (removing a useful document raises the NLL, so a high g means useful);
     it exists to name the convention and validate the array: (B, N), finite.
     """
-    x = _raw(nll_without)
-    if not hasattr(x, "ndim") or x.ndim != 2:
-        raise ValueError(f"loop_teacher: nll_without.shape={tuple(getattr(x, 'shape', ()))}; expected (B, N)")
-    xp = get_xp(x)
-    if np.dtype(x.dtype).kind != "f" or not bool(xp.isfinite(x).all()):
-        raise ValueError(f"loop_teacher: nll_without (dtype {x.dtype}) must be finite floats; expected mean NLLs")
+    x = check_array("loop_teacher", "nll_without", nll_without, ndim=2, finite=True)
     return x.copy()  # (B, N)
 
 
@@ -348,26 +309,22 @@ def adist_teacher(xattn: Sequence[Any], key_pad, token_mask, n_docs: int, *, mod
                   (pre-softmax logits of the first answer token; Izacard & Grave 2021)
     """
     fn = "adist_teacher"
-    if mode not in ("atlas", "fid"):
-        raise ValueError(f"{fn}: mode={mode!r}; expected 'atlas' (Σ prob × value norm) or 'fid' (first-token logits)")
+    check_choice(fn, "mode", mode, ("atlas", "fid"))  # Σ prob × value norm; first-token logits
     if len(xattn) == 0:
-        raise ValueError(f"{fn}: xattn is empty; expected one entry per decoder layer")
+        fail(fn, "xattn", xattn, "one entry per decoder layer")
     for j, layer in enumerate(xattn):
         for attr in ("probs", "scores", "value_norms"):
             if not hasattr(layer, attr):
-                raise TypeError(f"{fn}: xattn[{j}] of type {type(layer).__name__} has no .{attr}")
-    p0 = _raw(xattn[0].probs)
-    if p0.ndim != 4:
-        raise ValueError(f"{fn}: xattn[0].probs.shape={tuple(p0.shape)}; expected (B, H, T, N*L)")
+                fail(fn, f"xattn[{j}]", layer, f"an ops.AttnRecord (no .{attr})", TypeError)
+    p0 = check_array(fn, "xattn[0].probs", xattn[0].probs, ndim=4)
     B, H, T, NL = p0.shape
-    if isinstance(n_docs, bool) or not isinstance(n_docs, numbers.Integral) or n_docs < 1 or NL % n_docs:
-        raise ValueError(f"{fn}: n_docs={n_docs!r}; expected a positive int dividing the key length N*L={NL}")
-    N, L = int(n_docs), NL // int(n_docs)
+    n_docs = check_int(fn, "n_docs", n_docs, lo=1)
+    if NL % n_docs:
+        fail(fn, "n_docs", n_docs, f"a divisor of the key length N*L={NL}")
+    N, L = n_docs, NL // n_docs
     for j, layer in enumerate(xattn):
         for attr, shape in (("probs", (B, H, T, NL)), ("scores", (B, H, T, NL)), ("value_norms", (B, H, NL))):
-            a = _raw(getattr(layer, attr))
-            if tuple(a.shape) != shape:
-                raise ValueError(f"{fn}: xattn[{j}].{attr}.shape={tuple(a.shape)}; expected {shape}")
+            check_array(fn, f"xattn[{j}].{attr}", getattr(layer, attr), shape=shape)
     kp = _check_like(fn, "key_pad", key_pad, (B, NL), kind="b")
     tm = _check_like(fn, "token_mask", token_mask, (B, T), kind="b")
     xp = get_xp(p0, kp, tm)
@@ -377,21 +334,21 @@ def adist_teacher(xattn: Sequence[Any], key_pad, token_mask, n_docs: int, *, mod
     if mode == "atlas":
         acc = xp.zeros((B, NL), dtype=dtype)  # (B, N*L)
         for layer in xattn:
-            probs = xp.where(tm[:, None, :, None], _raw(layer.probs), 0.0)  # (B, H, T, N*L)
-            acc = acc + (probs.sum(axis=2) * _raw(layer.value_norms)).sum(axis=1)  # (B, N*L)
+            probs = xp.where(tm[:, None, :, None], unbox(layer.probs), 0.0)  # (B, H, T, N*L)
+            acc = acc + (probs.sum(axis=2) * unbox(layer.value_norms)).sum(axis=1)  # (B, N*L)
         acc = xp.where(kp, 0.0, acc)  # (B, N*L)
         g = acc.reshape(B, N, L).sum(axis=-1)  # (B, N)
     else:
         if not bool(tm[:, 0].all()):
-            raise ValueError(f"{fn}: token_mask[:, 0] has False; mode 'fid' needs a first answer token in every row")
+            fail(fn, "token_mask", token_mask, "a first answer token in every row (mode 'fid' reads t = 0)")
         n_keep = keep.sum(axis=-1)  # (B, N)
         if bool((n_keep == 0).any()):
-            raise ValueError(f"{fn}: key_pad pads every token of some document; mode 'fid' averages over its tokens")
+            fail(fn, "key_pad", key_pad, "at least one real token per document (mode 'fid' averages over them)")
         acc = xp.zeros((B, NL), dtype=dtype)  # (B, N*L)
         for layer in xattn:
-            acc = acc + _raw(layer.scores)[:, :, 0, :].mean(axis=1)  # (B, N*L) first answer token, head mean
+            acc = acc + unbox(layer.scores)[:, :, 0, :].mean(axis=1)  # (B, N*L) first answer token, head mean
         acc = xp.where(kp, 0.0, acc / len(xattn))  # (B, N*L) layer mean; pad keys (maybe -inf) dropped
         g = acc.reshape(B, N, L).sum(axis=-1) / n_keep.astype(dtype)  # (B, N)
     if not bool(xp.isfinite(g).all()):
-        raise ValueError(f"{fn}: the attention inputs give a non-finite teacher; expected finite probs/scores/norms")
+        fail(fn, "xattn", xattn, "finite probs, scores and value norms (the teacher came out non-finite)")
     return g  # (B, N)

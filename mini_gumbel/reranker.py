@@ -10,7 +10,7 @@ D embedding width.
 ``φ(x) = bow(x) @ E``. The backward therefore needs no scatter: ``dE = bowᵀ @ dφ`` is the one-hot matmul
 the house style asks for (no ``np.add.at``).
 
-Initialisation (the "pretrained prior"; METHOD.md §7 says starting from a sensible reranker helps):
+Initialisation (the "pretrained prior"; docs/method.md §7 says starting from a sensible reranker helps):
 
 * ``init="lexical"`` (default): E's rows are the standard basis vectors when ``dim >= vocab_size``
   (exactly one-hot: ``E = I[:V, :D]``) and otherwise random unit vectors, nearly orthogonal when D is
@@ -20,7 +20,7 @@ Initialisation (the "pretrained prior"; METHOD.md §7 says starting from a sensi
   The default ``scale = 10`` is set for the built-in data (mini_gumbel.data: questions of ~2-3 tokens,
   documents of ~3): one shared word is then worth 10/(|q||d|) ≈ 1.1-1.7 score units and std(w) within a
   10-candidate set is ≈ 0.65, so κ·std(w) lands in the 1-5 range the Gumbel sweep wants for κ ≈ 1.5-8
-  (METHOD.md §7) without saturating the softmaxes; for longer texts scale it with the typical |q|·|d|.
+  (docs/method.md §7) without saturating the softmaxes; for longer texts scale it with the typical |q|·|d|.
   With ``dim < vocab_size`` the overlap is approximate (cross-talk of order 1/sqrt(D) per word
   pair); prefer ``dim >= vocab_size`` for an exact lexical prior.
 * ``init="random"`` (ablation: no prior): E's rows are random unit vectors and W has i.i.d.
@@ -36,7 +36,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .backend import get_xp, is_traced
+from .backend import get_xp
+from .validate import (check_array, check_choice, check_float_dtype, check_int, check_real, check_token_ids,
+                       check_type, fail)
 
 __all__ = ["init_reranker", "reranker_forward", "reranker_backward", "RerankerCache"]
 
@@ -62,19 +64,13 @@ def init_reranker(
     scale: float = 10.0,
 ) -> dict:
     """Parameters ``{"E": (V, D), "W": (D, D)}``; see the module docstring for the two schemes."""
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) or vocab_size < 2:
-        raise ValueError(f"init_reranker: vocab_size={vocab_size!r}; expected an int >= 2")
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise ValueError(f"init_reranker: dim={dim!r}; expected an int >= 1")
-    if not isinstance(pad_id, (int, np.integer)) or not 0 <= pad_id < vocab_size:
-        raise ValueError(f"init_reranker: pad_id={pad_id!r}; expected an int in [0, vocab_size={vocab_size})")
-    if init not in ("lexical", "random"):
-        raise ValueError(f"init_reranker: init={init!r}; expected 'lexical' or 'random'")
-    if not (isinstance(scale, (int, float, np.floating)) and np.isfinite(scale) and scale > 0):
-        raise ValueError(f"init_reranker: scale={scale!r}; expected a finite float > 0")
-    dtype = np.dtype(dtype)
-    if dtype.kind != "f":
-        raise TypeError(f"init_reranker: dtype={dtype}; expected a floating dtype (float64 or float32)")
+    fn = "init_reranker"
+    check_int(fn, "vocab_size", vocab_size, lo=2)
+    check_int(fn, "dim", dim, lo=1)
+    check_int(fn, "pad_id", pad_id, lo=0, hi=vocab_size - 1)
+    check_choice(fn, "init", init, ("lexical", "random"))
+    check_real(fn, "scale", scale, lo=0.0, lo_open=True)
+    dtype = check_float_dtype(fn, "dtype", dtype)
     rng = np.random.default_rng(seed)
     V, D = int(vocab_size), int(dim)
 
@@ -90,24 +86,6 @@ def init_reranker(
     else:
         W = rng.standard_normal((D, D)) * (scale / np.sqrt(D))  # (D, D) same Frobenius norm as scale*I
     return {"E": E.astype(dtype), "W": W.astype(dtype)}
-
-
-def _raw(a):
-    """The value under an autograd box (for validation only; never used in the differentiated path)."""
-    while is_traced(a):
-        a = a._value
-    return a
-
-
-def _check_tokens(name: str, x, ndim: int, V: int) -> None:
-    if not hasattr(x, "dtype") or np.dtype(x.dtype).kind not in "iu":
-        raise TypeError(f"reranker_forward: {name} has dtype {getattr(x, 'dtype', type(x).__name__)}; expected integer token ids")
-    if x.ndim != ndim:
-        raise ValueError(f"reranker_forward: {name}.shape={tuple(x.shape)}; expected {ndim} dimensions")
-    if x.size and (bool((x < 0).any()) or bool((x >= V).any())):
-        raise ValueError(
-            f"reranker_forward: {name} has token ids in [{int(x.min())}, {int(x.max())}]; expected ids in [0, V={V})"
-        )
 
 
 def _bag_of_words(xp, tokens, pad_id: int, V: int, dtype):
@@ -128,44 +106,31 @@ def reranker_forward(params: dict, question, docs, *, pad_id: int = 0, valid=Non
     valid     (B, N) bool or None (all valid)
     Returns (scores (B, N), RerankerCache).
     """
+    fn = "reranker_forward"
     try:  # a dict, or autograd's DictBox while tracing
         E, W = params["E"], params["W"]
     except (KeyError, TypeError, IndexError):
-        raise ValueError(
-            f"reranker_forward: params of type {type(params).__name__} lacks 'E' or 'W'; expected "
-            "{'E': (V, D), 'W': (D, D)}"
-        ) from None
-    if E.ndim != 2 or W.ndim != 2 or W.shape != (E.shape[1], E.shape[1]):
-        raise ValueError(
-            f"reranker_forward: params E.shape={tuple(E.shape)}, W.shape={tuple(W.shape)}; expected E (V, D) and W (D, D)"
-        )
-    V = E.shape[0]
-    qr, dr = _raw(question), _raw(docs)
-    _check_tokens("question", qr, 2, V)
-    _check_tokens("docs", dr, 3, V)
+        fail(fn, "params", params, "a dict {'E': (V, D), 'W': (D, D)} from init_reranker")
+    Er = check_array(fn, "params['E']", E, ndim=2)
+    check_array(fn, "params['W']", W, shape=(Er.shape[1], Er.shape[1]))
+    V = Er.shape[0]
+    qr = check_token_ids(fn, "question", question, ndim=2, vocab_size=V)
+    dr = check_token_ids(fn, "docs", docs, ndim=3, vocab_size=V)
     B, N = dr.shape[0], dr.shape[1]
     if qr.shape[0] != B:
-        raise ValueError(f"reranker_forward: question.shape={tuple(qr.shape)} and docs.shape={tuple(dr.shape)}; batch sizes differ")
-    if not isinstance(pad_id, (int, np.integer)) or not 0 <= pad_id < V:
-        raise ValueError(f"reranker_forward: pad_id={pad_id!r}; expected an int in [0, V={V})")
+        fail(fn, "question.shape", tuple(qr.shape), f"(B={B}, Lq) with the batch size of docs.shape={tuple(dr.shape)}")
+    check_int(fn, "pad_id", pad_id, lo=0, hi=V - 1)
     xp = get_xp(E, W, qr, dr)
     if valid is None:
         valid = xp.ones((B, N), dtype=bool)  # (B, N)
     else:
-        valid = _raw(valid)
-        if getattr(valid, "dtype", None) != np.bool_ or tuple(valid.shape) != (B, N):
-            raise ValueError(
-                f"reranker_forward: valid has shape {tuple(getattr(valid, 'shape', ()))} and dtype "
-                f"{getattr(valid, 'dtype', type(valid).__name__)}; expected a ({B}, {N}) bool array"
-            )
+        valid = check_array(fn, "valid", valid, shape=(B, N), kind="b")
     if bool(((qr != pad_id).sum(axis=-1) == 0).any()):
-        raise ValueError("reranker_forward: question has a row with only pad tokens; expected at least one token per question")
+        fail(fn, "question", question, "at least one non-pad token in every row")
     if bool((((dr != pad_id).sum(axis=-1) == 0) & valid).any()):
-        raise ValueError(
-            "reranker_forward: docs has a valid candidate with only pad tokens; mark it invalid with valid=False"
-        )
+        fail(fn, "docs", docs, "at least one non-pad token in every valid candidate (mark the others valid=False)")
 
-    dtype = _raw(E).dtype
+    dtype = Er.dtype
     bow_q = _bag_of_words(xp, qr, pad_id, V, dtype)  # (B, V)
     bow_d = _bag_of_words(xp, dr, pad_id, V, dtype)  # (B, N, V)
     phi_q = xp.matmul(bow_q, E)  # (B, D)
@@ -181,9 +146,9 @@ def reranker_backward(dscores, cache: RerankerCache) -> dict:
 
     Invalid (-inf) candidates get no gradient: whatever ``dscores`` holds there (even NaN) is ignored.
     """
+    check_type("reranker_backward", "cache", cache, RerankerCache, "the RerankerCache from reranker_forward")
     B, N = cache.valid.shape
-    if tuple(dscores.shape) != (B, N):
-        raise ValueError(f"reranker_backward: dscores.shape={tuple(dscores.shape)}; expected ({B}, {N}) like the scores")
+    check_array("reranker_backward", "dscores", dscores, shape=(B, N))
     xp = get_xp(dscores, cache.W)
     V, D = cache.bow_q.shape[1], cache.W.shape[0]
     ds = xp.where(cache.valid, dscores, 0.0)  # (B, N)   scores = where(valid, raw, -inf)

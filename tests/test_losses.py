@@ -53,9 +53,9 @@ def test_supervised_excludes_rows_without_gold_and_padding():
     assert cache.n_rows == 1 and cache.n_excluded == 1
     d = supervised_backward(1.0, cache)
     assert not d[1].any() and d[0, 3] == 0.0
-    with pytest.raises(ValueError, match="gold has no True"):
+    with pytest.raises(ValueError, match=r"gold=.*expected a True entry in at least one of the 2 rows"):
         supervised_forward(w, np.zeros_like(gold))
-    with pytest.raises(ValueError, match="gold marks a padded"):
+    with pytest.raises(ValueError, match=r"gold=.*True only on real candidates"):
         supervised_forward(w, np.array([[False, False, False, True], [True, False, False, False]]))
     # τ_s divides the scores: τ_s = 2 on w equals τ_s = 1 on w / 2
     l2, _ = supervised_forward(w, gold, tau_s=2.0)
@@ -260,7 +260,7 @@ def test_pdist_teacher_by_hand():
     g = pdist_teacher(lp, tm)
     expected = [[(math.log(0.9) + math.log(0.8)) / 2, (math.log(0.5) + math.log(0.1)) / 2, (math.log(0.2) + math.log(0.3)) / 2]]
     np.testing.assert_allclose(g, expected, rtol=1e-14)  # (-0.164, -1.498, -1.407)
-    with pytest.raises(ValueError, match="token_mask has a row"):
+    with pytest.raises(ValueError, match=r"token_mask=.*at least one True \(answer token\) in every row"):
         pdist_teacher(lp, np.zeros((1, 3), dtype=bool))
 
 
@@ -333,7 +333,7 @@ def test_adist_teacher_matches_loops():
         adist_teacher(xattn, key_pad, tm, 4)
     with pytest.raises(ValueError, match="mode"):
         adist_teacher(xattn, key_pad, tm, N, mode="mean")
-    with pytest.raises(TypeError, match="has no .probs"):
+    with pytest.raises(TypeError, match=r"xattn\[0\]=.*expected an ops.AttnRecord \(no .probs\)"):
         adist_teacher([(1, 2)], key_pad, tm, N)
 
 
@@ -343,9 +343,9 @@ def test_adist_teacher_matches_loops():
 
 def test_validation_messages_name_the_argument():
     w = _scores_for([0.5, 0.3, 0.2])
-    with pytest.raises(ValueError, match="scores contain NaN"):
+    with pytest.raises(ValueError, match=r"scores=.*found NaN"):
         kl_distill_forward(np.array([[np.nan, 0.0, 1.0]]), w)
-    with pytest.raises(ValueError, match="every candidate is -inf"):
+    with pytest.raises(ValueError, match=r"scores=.*at least k=1 finite"):
         supervised_forward(np.full((1, 3), -np.inf), np.ones((1, 3), dtype=bool))
     with pytest.raises(ValueError, match="tau_s=0"):
         kl_distill_forward(w, w, tau_s=0)
@@ -353,7 +353,7 @@ def test_validation_messages_name_the_argument():
         kl_distill_forward(w, w, tau_g=-1.0)
     with pytest.raises(ValueError, match="teacher.shape"):
         kl_distill_forward(w, w[:, :2])
-    with pytest.raises(ValueError, match="teacher has NaN"):
+    with pytest.raises(ValueError, match=r"teacher=.*finite values on every real candidate"):
         kl_distill_forward(w, np.array([[0.0, np.nan, 0.0]]))
     with pytest.raises(TypeError, match="gold"):
         supervised_forward(w, np.ones((1, 3)))
