@@ -1,7 +1,10 @@
 """Atomic file writes: results and checkpoints are never left half-written.
 
 Write to a temporary file in the destination's directory, flush and fsync it, then ``os.replace`` it over
-the destination (atomic on POSIX and Windows). A crash leaves either the old file or the new one.
+the destination (atomic on POSIX and Windows), then fsync the directory so the rename is durable too. A crash
+leaves either the old file or the new one. This is the one writer: results, run files, checkpoints and plots
+(``atomic_open(path, 'wb')`` takes ``fig.savefig(f, format='png')``) all go through it, each with a unique
+temporary name, so two processes writing the same file never share one.
 """
 from __future__ import annotations
 
@@ -37,6 +40,20 @@ def atomic_open(path: PathLike, mode: str = "wb") -> Iterator[Any]:
         except FileNotFoundError:
             pass
         raise
+    _fsync_dir(path.parent)  # make the rename itself durable
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:  # e.g. a platform that cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from typing import Optional
 
 import numpy as np
 
+from .atomic import atomic_open
 from .backend import to_numpy
 
 __all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError", "FORMAT", "VERSION"]
@@ -76,27 +76,8 @@ def save_checkpoint(path, params: dict, config: dict, *, extra: Optional[dict] =
     payload = {"__meta__": np.array(json.dumps(meta, sort_keys=True))}
     payload.update({f"param/{k}": a for k, a in params.items()})
     payload.update({f"array/{k}": a for k, a in arrays.items()})
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **payload)
 
 
 def _read_all(path):

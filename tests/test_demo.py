@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from mini_gumbel.cli import main
-from mini_gumbel.rerank import METHODS
+from mini_gumbel.experiment.cli import main
+from mini_gumbel.experiment.configs import METHODS
 
 
 @pytest.fixture(scope="module")

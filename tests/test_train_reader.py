@@ -5,13 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from mini_gumbel import readertrain as rt
 from mini_gumbel.checkpoint import CheckpointError
 from mini_gumbel.data import TARGET, DataConfig, make_dataset
-from mini_gumbel.readertrain import (
-    MODES, TrainReaderConfig, default_reader_config, document_masks, evaluate_reader, load_or_train_reader,
-    lr_at, no_doc_ctx, train_reader,
-)
+from mini_gumbel.experiment import cache as reader_cache
+from mini_gumbel.experiment import train_reader as tr
+from mini_gumbel.experiment.cache import load_or_train_reader
+from mini_gumbel.experiment.configs import MODES, TrainReaderConfig, default_reader_config
+from mini_gumbel.experiment.evaluate import evaluate_reader, format_em_table, no_doc_ctx
+from mini_gumbel.experiment.train_reader import document_masks, lr_at, train_reader
 
 # A tiny world: 3 types, 6 relations, 6 candidates, 40 names (chance EM ~ 1/40).
 TINY_DATA = DataConfig(n_train=600, n_dev=10, n_test=200, n_candidates=6, k=3, n_names=40, n_per_type=6,
@@ -144,7 +145,7 @@ def test_report_structure(tiny_splits):
     assert ev["n"]["all"] == TINY_DATA.n_test == ev["n"]["single_hop"] + ev["n"]["two_hop"]
     assert ev["k"] == TINY_DATA.k and 0 < ev["random_k_has_all_gold"] < 1
     json.dumps(rep)  # JSON-serialisable as is
-    table = rt.format_em_table(ev)
+    table = format_em_table(ev)
     assert "gold only" in table and table.count("\n") == 7
 
 
@@ -194,19 +195,19 @@ def test_load_or_train_reader_caches(tmp_path, monkeypatch, tiny_splits):
     def boom(*a, **k):
         raise AssertionError("trained again instead of loading the cache")
 
-    monkeypatch.setattr(rt, "train_reader", boom)
+    monkeypatch.setattr(reader_cache, "train_reader", boom)
     p2, cfg2, rep2 = load_or_train_reader(TINY_DATA, r, TINY_TRAIN, seed=0, progress=False)
     assert cfg2 == cfg1 and _same(p1, p2) and rep2["test"] == rep1["test"]
     # another seed or config is another key
-    assert rt.cache_key(TINY_DATA, r, TINY_TRAIN, 0) != rt.cache_key(TINY_DATA, r, TINY_TRAIN, 1)
-    assert rt.cache_key(TINY_DATA, r, TINY_TRAIN, 0) != rt.cache_key(
+    assert reader_cache.cache_key(TINY_DATA, r, TINY_TRAIN, 0) != reader_cache.cache_key(TINY_DATA, r, TINY_TRAIN, 1)
+    assert reader_cache.cache_key(TINY_DATA, r, TINY_TRAIN, 0) != reader_cache.cache_key(
         TINY_DATA, r, dataclasses.replace(TINY_TRAIN, steps=9), 0)
-    assert rt.cache_key(TINY_DATA, r, TINY_TRAIN, 0) == rt.cache_key(
+    assert reader_cache.cache_key(TINY_DATA, r, TINY_TRAIN, 0) == reader_cache.cache_key(
         TINY_DATA, r, dataclasses.replace(TINY_TRAIN, checkpoint_every=7), 0)
 
 
 def test_cli_train_reader(tmp_path, capsys):
-    from mini_gumbel.cli import main
+    from mini_gumbel.experiment.cli import main
 
     out = tmp_path / "run"
     assert main(["train-reader", "--quick", "--steps", "3", "--out", str(out), "--no-progress"]) == 0
@@ -214,11 +215,11 @@ def test_cli_train_reader(tmp_path, capsys):
     assert "gold only" in text and "no" in text and str(out / "reader.npz") in text
     rep = json.loads((out / "reader_report.json").read_text())
     assert rep["steps_done"] == 3 and rep["train_config"]["steps"] == 3
-    params, cfg, extra = rt.load_reader(out / "reader.npz")
+    params, cfg, extra = reader_cache.load_reader(out / "reader.npz")
     assert cfg.vocab_size == rep["reader_config"]["vocab_size"] and extra["steps_done"] == 3
     # --resume (default) with a finished state: nothing left to train, same parameters
     assert main(["train-reader", "--quick", "--steps", "3", "--out", str(out), "--no-progress"]) == 0
-    params2, _, _ = rt.load_reader(out / "reader.npz")
+    params2, _, _ = reader_cache.load_reader(out / "reader.npz")
     assert _same(params, params2)
 
 
@@ -227,7 +228,7 @@ def test_interrupt_saves_a_consistent_state(tmp_path, monkeypatch, tiny_splits):
     r = tiny_reader()
     kw = dict(progress=False, evaluate=False, splits=tiny_splits)
     full, _ = train_reader(TINY_DATA, r, TINY_TRAIN, seed=0, **kw)
-    real = rt.reader_backward
+    real = tr.reader_backward
     calls = []
 
     def interrupted(*a, **k):
@@ -236,10 +237,10 @@ def test_interrupt_saves_a_consistent_state(tmp_path, monkeypatch, tiny_splits):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(rt, "reader_backward", interrupted)
+    monkeypatch.setattr(tr, "reader_backward", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train_reader(TINY_DATA, r, TINY_TRAIN, seed=0, out_dir=tmp_path, **kw)
-    monkeypatch.setattr(rt, "reader_backward", real)
+    monkeypatch.setattr(tr, "reader_backward", real)
     _, rep = train_reader(TINY_DATA, r, TINY_TRAIN, seed=0, out_dir=tmp_path, max_steps_this_call=0, **kw)
     assert rep["steps_done"] == 4
     resumed, _ = train_reader(TINY_DATA, r, TINY_TRAIN, seed=0, out_dir=tmp_path, **kw)

@@ -1,7 +1,7 @@
 """Train the bilinear reranker against a frozen reader: Gumbel Reranking and its five baselines.
 
 Every method trains the same reranker (same init, same Adam, same steps, same batches for a given seed)
-against the same frozen reader; only the loss differs (METHOD.md §7-8):
+against the same frozen reader; only the loss differs. Gumbel Reranking's step is mini_gumbel.gumbel_reranking (docs/method.md §7-8):
 
     gumbel      scores -> relaxed top-K mask (Gumbel noise) -> DMA reader -> answer NLL, backprop to scores
     supervised  -log sum_{gold} softmax(w)                                        (uses labels: upper bound)
@@ -19,81 +19,20 @@ Dimension letters: B batch, N candidates, K kept, L tokens per encoder sequence,
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import numpy as np
 
-from . import losses, metrics
-from .gumbel import gumbel_noise, relaxed_topk_backward, relaxed_topk_forward, topk_mask
-from .optim import adam_init, adam_step
-from .reader import greedy_decode, reader_backward, reader_forward
-from .reranker import init_reranker, reranker_backward, reranker_forward
+from .. import losses
+from ..gumbel_reranking import gumbel_reranking_loss
+from ..optim import adam_init, adam_step
+from ..reader import reader_forward
+from ..reranker import init_reranker, reranker_backward, reranker_forward
+from ..validate import check_choice
+from .configs import METHODS, RerankConfig
+from .evaluate import batches, evaluate_ranker
 
-__all__ = ["METHODS", "RerankConfig", "RerankRun", "compute_teachers", "train_reranker", "evaluate_ranker",
-           "method_loss"]
-
-METHODS = ("gumbel", "supervised", "pdist", "emdr", "loop", "adist")
-RELAXATIONS = ("max", "iterative", "st")
-
-
-@dataclass(frozen=True)
-class RerankConfig:
-    """Reranker training. One config serves every method; fields a method does not use are ignored by it."""
-
-    steps: int = 300
-    batch_size: int = 32
-    lr: float = 1e-2
-    clip_norm: float = 1.0
-    dim: int = 64  # reranker embedding width D
-    init: str = "lexical"  # "lexical" (the sensible prior) or "random"
-    k: int = 5  # documents kept at inference (and in the relaxed mask)
-    eval_every: int = 25  # dev metrics for the learning curves
-    n_train: int = 4000  # training examples the reranker sees (teachers are precomputed for these)
-    # Gumbel Reranking: chosen by `mini-gumbel sweep` (best dev Recall@K over tau in {0.1, 0.3, 0.5, 1.0} and
-    # kappa * std(w) in {1, 2, 5}, std(w) = 0.735 for the untrained scores within a question; seed 0)
-    tau: float = 1.0
-    kappa: float = 1.36
-    relaxation: str = "max"
-    noise: bool = True
-    tau_schedule: str = "constant"  # "constant" or "linear": tau_start -> tau over the run
-    tau_start: float = 1.0
-    # distillation baselines (Atlas defaults, METHOD.md §8)
-    tau_s: float = 0.01
-    tau_g: float = 0.01
-    kl_reduction: str = "mean"
-    emdr_per: str = "token"
-    adist_mode: str = "atlas"
-
-    def __post_init__(self):
-        def need(cond, name, expected):
-            if not cond:
-                raise ValueError(f"RerankConfig: {name}={getattr(self, name)!r}; expected {expected}")
-
-        need(isinstance(self.steps, int) and self.steps >= 0, "steps", "an integer >= 0")
-        need(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", "an integer >= 1")
-        need(self.lr > 0, "lr", "> 0")
-        need(isinstance(self.k, int) and self.k >= 1, "k", "an integer >= 1")
-        need(self.tau > 0 and np.isfinite(self.tau), "tau", "a finite value > 0")
-        need(self.kappa > 0 and np.isfinite(self.kappa), "kappa", "a finite value > 0")
-        need(self.relaxation in RELAXATIONS, "relaxation", f"one of {RELAXATIONS}")
-        need(self.tau_schedule in ("constant", "linear"), "tau_schedule", "'constant' or 'linear'")
-        need(self.tau_start > 0, "tau_start", "> 0")
-        need(self.init in ("lexical", "random"), "init", "'lexical' or 'random'")
-        need(self.emdr_per in ("token", "sequence"), "emdr_per", "'token' or 'sequence'")
-        need(self.adist_mode in ("atlas", "fid"), "adist_mode", "'atlas' or 'fid'")
-        need(isinstance(self.eval_every, int) and self.eval_every >= 1, "eval_every", "an integer >= 1")
-        need(isinstance(self.n_train, int) and self.n_train >= 1, "n_train", "an integer >= 1")
-
-    def tau_at(self, step: int) -> float:
-        if self.tau_schedule == "constant" or self.steps <= 1:
-            return self.tau
-        frac = min(step / (self.steps - 1), 1.0)
-        return self.tau_start + frac * (self.tau - self.tau_start)
-
-    def replace(self, **kw) -> "RerankConfig":
-        return dataclasses.replace(self, **kw)
+__all__ = ["RerankRun", "compute_teachers", "method_loss", "train_reranker"]
 
 
 class RerankRun(NamedTuple):
@@ -105,11 +44,6 @@ class RerankRun(NamedTuple):
 
 # ----------------------------------------------------------------------------------------------------------
 # teachers of the distillation baselines (no gradient: the reader is frozen and the teacher is a constant)
-
-
-def _batches(n: int, size: int):
-    for s in range(0, n, size):
-        yield np.arange(s, min(s + size, n))
 
 
 def _one_doc_logprobs(reader_params, reader_cfg, ctx, ans_in, ans_out):
@@ -131,13 +65,9 @@ def _leave_one_out_nll(reader_params, reader_cfg, ctx, ans_in, ans_out):
     _, cache = reader_forward(
         reader_params, reader_cfg, np.repeat(ctx, N, axis=0),  # (B*N, N, L)
         np.repeat(ans_in, N, axis=0), np.repeat(ans_out, N, axis=0),
-        mask=np.tile(drop, (B, 1)).astype(reader_params_dtype(reader_params)),  # (B*N, N)
+        mask=np.tile(drop, (B, 1)).astype(reader_params["tok_emb"].dtype),  # (B*N, N)
     )
     return np.asarray(cache.nll).reshape(B, N)  # (B, N)
-
-
-def reader_params_dtype(reader_params):
-    return next(iter(reader_params.values())).dtype
 
 
 def compute_teachers(method: str, reader_params, reader_cfg, data, cfg: RerankConfig, *, chunk: int = 64,
@@ -149,7 +79,7 @@ def compute_teachers(method: str, reader_params, reader_cfg, data, cfg: RerankCo
     if method not in ("pdist", "emdr", "loop", "adist"):
         return {}
     out = []
-    it = list(_batches(len(data), chunk))
+    it = list(batches(len(data), chunk))
     for idx in (progress(it, desc=f"{method} teacher") if progress else it):
         b = data.batch(idx)
         tmask = b.ans_out != reader_cfg.pad_id  # (B, T)
@@ -171,8 +101,10 @@ def compute_teachers(method: str, reader_params, reader_cfg, data, cfg: RerankCo
 def method_loss(method: str, scores, batch, teacher, cfg: RerankConfig, *, reader_params=None, reader_cfg=None,
                 rng: np.random.Generator | None = None, step: int = 0):
     """The loss of ``method`` on one batch and its gradient with respect to the reranker scores (B, N)."""
+    check_choice("method_loss", "method", method, METHODS)
     if method == "gumbel":
-        return gumbel_loss(scores, batch, reader_params, reader_cfg, cfg, rng, tau=cfg.tau_at(step))
+        return gumbel_reranking_loss(scores, batch, reader_params, reader_cfg, rng, k=cfg.k, tau=cfg.tau_at(step),
+                                     kappa=cfg.kappa, relaxation=cfg.relaxation, noise=cfg.noise)
     if method == "supervised":
         loss, cache = losses.supervised_forward(scores, batch.gold)
         return loss, losses.supervised_backward(1.0, cache)
@@ -184,58 +116,7 @@ def method_loss(method: str, scores, batch, teacher, cfg: RerankConfig, *, reade
         loss, cache = losses.kl_distill_forward(scores, teacher, tau_s=cfg.tau_s, tau_g=cfg.tau_g,
                                                 reduction=cfg.kl_reduction)
         return loss, losses.kl_distill_backward(1.0, cache)
-    raise ValueError(f"method={method!r}; expected one of {METHODS}")
-
-
-def gumbel_loss(scores, batch, reader_params, reader_cfg, cfg: RerankConfig, rng, *, tau: float):
-    """Gumbel Reranking (METHOD.md §1): relaxed top-K mask -> DMA in the frozen reader -> answer NLL."""
-    B, N = scores.shape
-    k = min(cfg.k, N)
-    noise = None
-    if cfg.noise:  # one fresh set of noise per example per step
-        shape = (B, k, N) if cfg.relaxation == "max" else (B, N)
-        noise = gumbel_noise(shape, rng, dtype=scores.dtype)
-    mask, tcache = relaxed_topk_forward(scores, noise, k, tau=tau, kappa=cfg.kappa, method=cfg.relaxation)  # (B, N)
-    loss, rcache = reader_forward(reader_params, reader_cfg, batch.ctx, batch.ans_in, batch.ans_out,
-                                  mask.astype(reader_params_dtype(reader_params)))
-    _, dmask = reader_backward(1.0, rcache, param_grads=False)  # frozen reader: only dL/dM
-    dscores = relaxed_topk_backward(dmask.astype(scores.dtype), tcache)  # (B, N)
-    return loss, dscores
-
-
-# ----------------------------------------------------------------------------------------------------------
-# evaluation
-
-
-def score_all(params, data, *, chunk: int = 256, pad_id: int = 0):
-    """Reranker scores for every example: (S, N)."""
-    out = []
-    for idx in _batches(len(data), chunk):
-        b = data.batch(idx)
-        s, _ = reranker_forward(params, b.question, b.docs, pad_id=pad_id)
-        out.append(np.asarray(s))
-    return np.concatenate(out, axis=0)
-
-
-def evaluate_ranker(params, data, k: int, *, reader_params=None, reader_cfg=None, scores=None,
-                    reader_mask=None, chunk: int = 128) -> dict:
-    """Ranking metrics of hard top-K on ``data`` (overall and on indirect gold) and, given a reader, the EM/F1
-    of its greedy answer from the top-K documents only. ``scores`` overrides the reranker (e.g. an oracle);
-    ``reader_mask`` (S, N) overrides which documents the reader gets (e.g. exactly the gold ones)."""
-    if scores is None:
-        scores = score_all(params, data)
-    out = dict(metrics.ranking_metrics(scores, data.gold, k, indirect=data.indirect))
-    if reader_params is not None:
-        preds = []
-        for idx in _batches(len(data), chunk):
-            b = data.batch(idx)
-            keep = topk_mask(scores[idx], k) if reader_mask is None else reader_mask[idx]  # (B, N) hard, no noise
-            keep = keep.astype(reader_params_dtype(reader_params))
-            preds.append(greedy_decode(reader_params, reader_cfg, b.ctx, keep, max_len=b.ans_out.shape[1]))
-        pred = np.concatenate([np.asarray(p) for p in preds], axis=0)
-        out["em"] = metrics.mean_exact_match(pred, data.ans_out, pad_id=reader_cfg.pad_id, eos_id=reader_cfg.eos_id)
-        out["f1"] = metrics.mean_token_f1(pred, data.ans_out, pad_id=reader_cfg.pad_id, eos_id=reader_cfg.eos_id)
-    return out
+    raise AssertionError(method)  # unreachable: checked above
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -246,8 +127,7 @@ def train_reranker(method: str, reader_params, reader_cfg, train, dev, cfg: Rera
                    vocab_size: int, teachers: dict | None = None, progress: Callable | None = None,
                    dtype=np.float64) -> RerankRun:
     """Train a fresh reranker with ``method``. Same seed -> same init, batches and noise for every method."""
-    if method not in METHODS:
-        raise ValueError(f"method={method!r}; expected one of {METHODS}")
+    check_choice("train_reranker", "method", method, METHODS)
     rng = np.random.default_rng(seed)
     init_seed, batch_seed, noise_seed = rng.integers(0, 2**31 - 1, size=3)
     params = init_reranker(vocab_size, cfg.dim, int(init_seed), dtype=dtype, init=cfg.init)

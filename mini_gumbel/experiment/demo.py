@@ -8,39 +8,29 @@
 5. print one table (a row per method, plus the untrained reranker and an oracle given the gold documents),
    and write results.json, results.md and curves.png into --out.
 
-Every finished (method, seed) run is saved atomically under --out/runs/ with a hash of its configuration,
+Every finished (method, seed) run is saved atomically under --out/runs/ with a hash of its configuration (configs.config_hash),
 so an interrupted demo resumes where it stopped (pass --no-resume to start over).
 """
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_json, atomic_write_text
-from .rerank import METHODS, RerankConfig, compute_teachers, evaluate_ranker, train_reranker
+from ..atomic import atomic_open, atomic_write_json, atomic_write_text
+from ..data import make_dataset
+from .cache import load_or_train_reader
+from .configs import METHODS, config_hash, default_configs, quick_configs
+from .evaluate import evaluate_ranker, format_em_table, format_table, mean_std
+from .train_reranker import compute_teachers, train_reranker
 
-__all__ = ["add_arguments", "run", "run_demo", "format_table", "TABLE_METRICS"]
-
-# (key in the metrics dict, column title); the key's @k suffix is filled in with K.
-TABLE_METRICS = (
-    ("recall@{k}", "Recall@{k}"),
-    ("all_gold@{k}", "all-gold@{k}"),
-    ("mrr", "MRR"),
-    ("ndcg@{k}", "NDCG@{k}"),
-    ("indirect_recall@{k}", "indirect Recall@{k}"),
-    ("em", "EM"),
-    ("f1", "F1"),
-)
+__all__ = ["run_demo", "plot_curves", "progress_bar"]
 
 
-def _progress():
+def progress_bar():
     """tqdm if installed (the `demo` extra), else no progress bars."""
     try:
         from tqdm.auto import tqdm
@@ -49,39 +39,13 @@ def _progress():
     return lambda it, **kw: tqdm(it, file=sys.stderr, dynamic_ncols=True, **kw)
 
 
-def _config_hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def quick_configs():
-    """Smoke-sized configs for CI (--quick): every code path in well under a minute."""
-    from .readertrain import default_reader_config
-    from .readertrain import quick_configs as reader_quick
-
-    data_cfg, train_cfg, reader_over = reader_quick()
-    rerank_cfg = RerankConfig(steps=20, batch_size=16, eval_every=10, n_train=128, dim=32)
-    return data_cfg, default_reader_config(data_cfg, **reader_over), train_cfg, rerank_cfg
-
-
-def default_configs():
-    """The demo's configuration: the data set's and the reader's defaults, and RerankConfig()."""
-    from .data import DataConfig
-    from .readertrain import TrainReaderConfig, default_reader_config
-
-    data_cfg = DataConfig()
-    return data_cfg, default_reader_config(data_cfg), TrainReaderConfig(), RerankConfig()
-
-
 def run_demo(*, out: Path, seeds=(0,), methods=METHODS, quick=False, data_seed=0, resume=True,
              rerank_overrides: dict | None = None, progress=True, log=print) -> dict:
     """Run the comparison and write the results; returns the results dict (also written to results.json)."""
-    from .data import make_dataset
-    from .readertrain import load_or_train_reader
-
     t0 = time.perf_counter()
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    bar = _progress() if progress else None
+    bar = progress_bar() if progress else None
     data_cfg, reader_cfg, train_cfg, rerank_cfg = quick_configs() if quick else default_configs()
     if rerank_overrides:
         rerank_cfg = rerank_cfg.replace(**rerank_overrides)
@@ -94,8 +58,6 @@ def run_demo(*, out: Path, seeds=(0,), methods=METHODS, quick=False, data_seed=0
                                                                     splits=splits, progress=progress)
     reader_info = _reader_summary(reader_report)
     if "test" in reader_info:
-        from .readertrain import format_em_table
-
         log("reader (test split EM, what the reranker has to win back):\n" + format_em_table(reader_info["test"]))
     vocab_size = len(splits.vocab)
 
@@ -105,7 +67,7 @@ def run_demo(*, out: Path, seeds=(0,), methods=METHODS, quick=False, data_seed=0
     teachers = {}
     for method in methods:
         for seed in seeds:
-            key = _config_hash({**base, "method": method, "seed": seed})
+            key = config_hash({**base, "method": method, "seed": seed})
             path = out / "runs" / f"{method}-seed{seed}.json"
             if resume and path.exists():
                 rec = json.loads(path.read_text())
@@ -139,7 +101,7 @@ def run_demo(*, out: Path, seeds=(0,), methods=METHODS, quick=False, data_seed=0
     rows["oracle (gold docs)"] = [evaluate_ranker(None, splits.test, k, reader_params=reader_params,
                                                   reader_cfg=reader_cfg, scores=oracle_scores,
                                                   reader_mask=splits.test.gold)]
-    summary = {name: _mean_std(recs) for name, recs in rows.items()}
+    summary = {name: mean_std(recs) for name, recs in rows.items()}
     results = {
         "k": k, "seeds": list(seeds), "data_seed": data_seed, "quick": quick,
         "configs": {"data": repr(data_cfg), "reader": repr(reader_cfg), "reader_train": repr(train_cfg),
@@ -167,35 +129,6 @@ def _reader_summary(report) -> dict:
     return {k: report[k] for k in ("test", "steps_done", "train_seconds", "final_loss", "chance_em") if k in report}
 
 
-def _mean_std(recs: list) -> dict:
-    keys = [k for k in recs[0] if isinstance(recs[0][k], (int, float)) and not isinstance(recs[0][k], bool)]
-    out = {}
-    for key in keys:
-        vals = np.array([r[key] for r in recs], dtype=np.float64)
-        out[key] = {"mean": float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan"),
-                    "std": float(np.nanstd(vals)) if len(vals) > 1 else 0.0, "n": len(vals)}
-    return out
-
-
-def format_table(summary: dict, k: int, seeds) -> str:
-    """A markdown table: a row per method, a column per metric, mean ± std over the seeds (in %)."""
-    cols = [(key.format(k=k), title.format(k=k)) for key, title in TABLE_METRICS]
-    lines = ["| method | " + " | ".join(t for _, t in cols) + " |", "|---|" + "---:|" * len(cols)]
-    for name, m in summary.items():
-        cells = []
-        for key, _ in cols:
-            if key not in m:
-                cells.append("")
-                continue
-            mean, std, n = m[key]["mean"], m[key]["std"], m[key]["n"]
-            cells.append(f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if n > 1 else ""))
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append(f"Test split, hard top-{k} of the reranker scores; mean ± std over seeds {list(seeds)} "
-                 f"(the oracle is deterministic).")
-    return "\n".join(lines)
-
-
 def plot_curves(curves: dict, k: int, path: Path) -> None:
     """Dev Recall@K and indirect Recall@K against training step, one line per method (mean over seeds)."""
     import matplotlib
@@ -214,43 +147,6 @@ def plot_curves(curves: dict, k: int, path: Path) -> None:
         ax.set_title(title)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="directory for results.json, results.md, "
-                   "curves.png and the per-run files that make the demo resumable")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="SEED",
-                   help="reranker training seeds (init, batch order, noise); several give mean ± std")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD",
-                   help=f"methods to train, from {', '.join(METHODS)}")
-    p.add_argument("--quick", action="store_true", help="smoke-sized run (CI): every code path in seconds")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the data set and of the reader")
-    d = RerankConfig()
-    p.add_argument("--steps", type=int, default=argparse.SUPPRESS,
-                   help=f"reranker training steps, every method (default: {d.steps}; --quick: 20)")
-    p.add_argument("--tau", type=float, default=argparse.SUPPRESS,
-                   help=f"Gumbel Reranking's temperature τ (default: {d.tau}, chosen by `mini-gumbel sweep`)")
-    p.add_argument("--kappa", type=float, default=argparse.SUPPRESS,
-                   help=f"Gumbel Reranking's score scale κ (default: {d.kappa}, chosen by `mini-gumbel sweep`)")
-    p.add_argument("--relaxation", choices=("max", "iterative", "st"), default=argparse.SUPPRESS,
-                   help="relaxed top-K operator for Gumbel Reranking (default: the paper's 'max')")
-    p.add_argument("--no-noise", action="store_true", help="Gumbel Reranking without Gumbel noise (ablation)")
-    p.add_argument("--no-resume", action="store_true", help="ignore finished runs saved under --out/runs")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def run(args) -> int:
-    over = {}
-    for name in ("steps", "tau", "kappa", "relaxation"):
-        if getattr(args, name, None) is not None:
-            over[name] = getattr(args, name)
-    if args.no_noise:
-        over["noise"] = False
-    run_demo(out=args.out, seeds=tuple(args.seeds), methods=tuple(args.methods), quick=args.quick,
-             data_seed=args.data_seed, resume=not args.no_resume, rerank_overrides=over,
-             progress=not args.no_progress)
-    return 0

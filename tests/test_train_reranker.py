@@ -5,7 +5,8 @@ import pytest
 from mini_gumbel.gradcheck import directional_check
 from mini_gumbel.gumbel import gumbel_noise, relaxed_topk_backward, relaxed_topk_forward
 from mini_gumbel.reader import ReaderConfig, init_reader, reader_backward, reader_forward
-from mini_gumbel.rerank import METHODS, RerankConfig, method_loss
+from mini_gumbel.experiment.configs import METHODS, RerankConfig
+from mini_gumbel.experiment.train_reranker import method_loss
 from mini_gumbel.reranker import init_reranker, reranker_backward, reranker_forward
 
 
@@ -40,12 +41,12 @@ def test_end_to_end_gradient_reranker_params_through_mask_and_reader(tiny, relax
 
     def loss_of(p):
         scores, _ = reranker_forward(p, t["question"], t["docs"])
-        mask, _ = relaxed_topk_forward(scores, noise, k, tau=tau, kappa=kappa, method=method)
+        mask, _ = relaxed_topk_forward(scores, noise, k, tau=tau, kappa=kappa, relaxation=method)
         loss, _ = reader_forward(t["reader"], t["cfg"], t["ctx"], t["ans_in"], t["ans_out"], mask)
         return float(loss)
 
     scores, rc = reranker_forward(t["ranker"], t["question"], t["docs"])
-    mask, tc = relaxed_topk_forward(scores, noise, k, tau=tau, kappa=kappa, method=method)
+    mask, tc = relaxed_topk_forward(scores, noise, k, tau=tau, kappa=kappa, relaxation=method)
     _, cache = reader_forward(t["reader"], t["cfg"], t["ctx"], t["ans_in"], t["ans_out"], mask)
     _, dmask = reader_backward(1.0, cache, param_grads=False)
     grads = reranker_backward(relaxed_topk_backward(dmask, tc), rc)

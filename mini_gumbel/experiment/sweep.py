@@ -1,6 +1,6 @@
 """``mini-gumbel sweep``: choose Gumbel Reranking's temperature τ and score scale κ on the dev split.
 
-METHOD.md §7: sweep τ ∈ {0.1, 0.3, 0.5, 1.0} and κ so that κ·std(w) is 1–5, where w are the untrained
+docs/method.md §7: sweep τ ∈ {0.1, 0.3, 0.5, 1.0} and κ so that κ·std(w) is 1–5, where w are the untrained
 reranker's scores on training questions. Each (τ, κ) trains the reranker with the same seed and steps as the
 demo; the choice is the best dev Recall@K (ties: the higher dev indirect Recall@K). The test split is never
 looked at. The distillation baselines keep Atlas's published defaults (τ_s = τ_g = 0.01) and are not swept:
@@ -8,16 +8,21 @@ the README says so next to the table.
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_json, atomic_write_text
-from .rerank import score_all, train_reranker
+from ..atomic import atomic_write_json, atomic_write_text
+from ..data import make_dataset
+from ..reranker import init_reranker
+from .cache import load_or_train_reader
+from .configs import default_configs, quick_configs
+from .demo import progress_bar
+from .evaluate import score_all
+from .train_reranker import train_reranker
 
-__all__ = ["add_arguments", "run", "run_sweep", "TAUS", "KAPPA_STDS"]
+__all__ = ["run_sweep", "TAUS", "KAPPA_STDS"]
 
 TAUS = (0.1, 0.3, 0.5, 1.0)
 KAPPA_STDS = (1.0, 2.0, 5.0)  # κ·std(w) targets
@@ -25,11 +30,6 @@ KAPPA_STDS = (1.0, 2.0, 5.0)  # κ·std(w) targets
 
 def run_sweep(*, out: Path, quick=False, seed=0, data_seed=0, taus=TAUS, kappa_stds=KAPPA_STDS, progress=True,
               log=print) -> dict:
-    from .data import make_dataset
-    from .demo import _progress, default_configs, quick_configs
-    from .readertrain import load_or_train_reader
-    from .reranker import init_reranker
-
     t0 = time.perf_counter()
     data_cfg, reader_cfg, train_cfg, rerank_cfg = quick_configs() if quick else default_configs()
     splits = make_dataset(data_cfg, seed=data_seed)
@@ -40,7 +40,7 @@ def run_sweep(*, out: Path, quick=False, seed=0, data_seed=0, taus=TAUS, kappa_s
     init = init_reranker(len(splits.vocab), rerank_cfg.dim, 0, init=rerank_cfg.init)
     w = score_all(init, splits.train.batch(np.arange(min(rerank_cfg.n_train, len(splits.train)))))
     w_std = float(np.mean(np.std(w, axis=1)))  # spread among one question's candidates
-    bar = _progress() if progress else None
+    bar = progress_bar() if progress else None
     rows = []
     for tau in taus:
         for target in kappa_stds:
@@ -69,20 +69,3 @@ def run_sweep(*, out: Path, quick=False, seed=0, data_seed=0, taus=TAUS, kappa_s
     log("\n" + "\n".join(md))
     log(f"\nwrote {out / 'sweep.json'} and {out / 'sweep.md'} ({result['seconds']:.0f}s)")
     return result
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=Path("runs/sweep"), help="directory for sweep.json and sweep.md")
-    p.add_argument("--quick", action="store_true", help="smoke-sized sweep")
-    p.add_argument("--seed", type=int, default=0, help="reranker training seed")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the data set and of the reader")
-    p.add_argument("--taus", type=float, nargs="+", default=list(TAUS), help="temperatures τ to try")
-    p.add_argument("--kappa-stds", type=float, nargs="+", default=list(KAPPA_STDS),
-                   help="targets for κ·std(w); κ is derived from the untrained scores' spread")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def run(args) -> int:
-    run_sweep(out=args.out, quick=args.quick, seed=args.seed, data_seed=args.data_seed, taus=tuple(args.taus),
-              kappa_stds=tuple(args.kappa_stds), progress=not args.no_progress)
-    return 0

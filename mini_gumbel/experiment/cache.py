@@ -1,0 +1,83 @@
+"""The reader cache: a trained reader stored once under a hash of everything that determines it, so that
+the demo, the sweep and the notebooks train it once and reuse it.
+
+    params, reader_cfg, report = load_or_train_reader(data_cfg, reader_cfg, train_cfg, seed=0)
+
+The folder is ``$MINI_GUMBEL_CACHE`` or ``~/.cache/mini_gumbel``, one ``reader-<hash>/`` per reader, with the
+finished ``reader.npz`` and ``reader_report.json`` (and ``train_state.npz`` while training, so that an
+interrupted training resumes).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+from ..atomic import atomic_write_json
+from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..data import DataConfig, Splits
+from ..reader import ReaderConfig
+from .configs import TrainReaderConfig, config_hash, default_reader_config
+from .train_reader import FORMAT_VERSION, train_reader
+
+__all__ = ["save_reader", "load_reader", "cache_key", "default_cache_dir", "load_or_train_reader"]
+
+
+def save_reader(path, params: dict, reader_cfg: ReaderConfig, report: Optional[dict] = None) -> None:
+    """The trained reader as one atomic checkpoint (params + reader config; the report as extra)."""
+    save_checkpoint(path, params, dataclasses.asdict(reader_cfg), extra=report)
+
+
+def load_reader(path, *, expect_config: Optional[ReaderConfig] = None):
+    """(params, ReaderConfig, report) from save_reader's file; CheckpointError if corrupt or mismatched."""
+    want = None if expect_config is None else dataclasses.asdict(expect_config)
+    params, config, extra = load_checkpoint(path, expect_config=want)
+    try:
+        cfg = ReaderConfig(**config)
+    except TypeError as e:
+        raise CheckpointError(f"load_reader: {os.fspath(path)!r} holds no reader config ({e})") from e
+    return params, cfg, extra
+
+
+def cache_key(data_cfg: DataConfig, reader_cfg: ReaderConfig, train_cfg: TrainReaderConfig, seed: int) -> str:
+    """A hash of everything that determines the trained reader (checkpoint_every and log_every excluded)."""
+    t = train_cfg.as_dict()
+    t.pop("checkpoint_every")
+    return config_hash({"data": data_cfg.as_dict(), "reader": dataclasses.asdict(reader_cfg), "train": t,
+                        "seed": int(seed), "format_version": FORMAT_VERSION})
+
+
+def default_cache_dir() -> Path:
+    """$MINI_GUMBEL_CACHE, else ~/.cache/mini_gumbel."""
+    env = os.environ.get("MINI_GUMBEL_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "mini_gumbel"
+
+
+def load_or_train_reader(data_cfg: Optional[DataConfig] = None, reader_cfg: Optional[ReaderConfig] = None,
+                         train_cfg: Optional[TrainReaderConfig] = None, *, seed: int = 0, cache_dir=None,
+                         progress: bool = True, splits: Optional[Splits] = None):
+    """(params, reader_cfg, report): from the cache <cache_dir>/reader-<hash>/reader.npz when present,
+    else trained (resuming an interrupted training in the same folder) and stored there."""
+    data_cfg = DataConfig() if data_cfg is None else data_cfg
+    train_cfg = TrainReaderConfig() if train_cfg is None else train_cfg
+    reader_cfg = default_reader_config(data_cfg) if reader_cfg is None else reader_cfg
+    folder = Path(cache_dir if cache_dir is not None else default_cache_dir()) / \
+        f"reader-{cache_key(data_cfg, reader_cfg, train_cfg, seed)}"
+    path = folder / "reader.npz"
+    if path.exists():
+        try:
+            params, cfg, report = load_reader(path, expect_config=reader_cfg)
+            return params, cfg, report
+        except CheckpointError as e:
+            print(f"load_or_train_reader: ignoring unreadable cache entry ({e}); retraining", file=sys.stderr)
+    params, report = train_reader(data_cfg, reader_cfg, train_cfg, seed=seed, out_dir=folder, resume=True,
+                                  progress=progress, splits=splits)
+    save_reader(path, params, reader_cfg, report)
+    atomic_write_json(folder / "reader_report.json", report)
+    try:
+        (folder / "train_state.npz").unlink()  # the finished reader replaces the training state
+    except FileNotFoundError:
+        pass
+    return params, reader_cfg, report

@@ -1,0 +1,69 @@
+"""Gumbel Reranking in one screen: the training step of Huang et al. (ACL 2025), docs/method.md §1.
+
+A reranker scores each of N candidate documents on its own. Training needs no relevance label: sample a
+relaxed top-K mask of the scores with the Gumbel trick, let a *frozen* reader read all N documents with the
+mask inside its cross-attention (Differentiable Masked Attention), and backpropagate the reader's answer
+loss through the reader, through the mask, into the scores and the reranker. At inference: the hard top-K
+of the scores, no noise. Every line below is a forward/backward pair you can open and check:
+
+    noise                     gumbel.gumbel_noise                  G = -log(-log U)
+    relaxed top-K mask        gumbel.relaxed_topk_forward          M_i = max_j softmax((κ w + G^(j)) / τ)_i
+    frozen reader with DMA    reader.reader_forward                a_u ∝ M_doc(u) exp(s_u)
+    mask gradient             reader.reader_backward(param_grads=False)
+    score gradient            gumbel.relaxed_topk_backward
+    reranker gradient         reranker.reranker_backward
+
+Dimension letters: B batch, N candidates, K kept documents.
+
+    loss, grads = gumbel_reranking_step(reranker_params, reader_params, reader_cfg, batch, rng, k=5, tau=0.1)
+    reranker_params, adam_state, _ = adam_step(reranker_params, grads, adam_state, lr=1e-2)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .gumbel import gumbel_noise, relaxed_topk_backward, relaxed_topk_forward, topk_mask
+from .reader import greedy_decode, reader_backward, reader_forward
+from .reranker import reranker_backward, reranker_forward
+
+__all__ = ["gumbel_reranking_loss", "gumbel_reranking_step", "rerank_and_read"]
+
+
+def gumbel_reranking_loss(scores, batch, reader_params, reader_cfg, rng, *, k, tau, kappa=1.0,
+                          relaxation="max", noise=True):
+    """(loss, dscores (B, N)): the frozen reader's answer NLL under a relaxed top-K mask of ``scores``.
+
+    batch has .ctx (B, N, L), .ans_in and .ans_out (B, T); rng is a numpy Generator (fresh noise per call).
+    """
+    B, N = scores.shape
+    k = min(k, N)
+    # 1. Gumbel noise, drawn outside the differentiable code: K rows per example for "max", one otherwise
+    G = gumbel_noise((B, k, N) if relaxation == "max" else (B, N), rng, dtype=scores.dtype) if noise else None
+    # 2. the relaxed top-K mask (B, N)
+    M, topk_cache = relaxed_topk_forward(scores, G, k, tau=tau, kappa=kappa, relaxation=relaxation)
+    # 3. the frozen reader reads every candidate, each document's attention weight scaled by its M
+    dtype = reader_params["tok_emb"].dtype
+    loss, reader_cache = reader_forward(reader_params, reader_cfg, batch.ctx, batch.ans_in, batch.ans_out,
+                                        M.astype(dtype))
+    # 4. back through the reader to the mask only: its parameters stay frozen (no encoder backward at all)
+    _, dM = reader_backward(1.0, reader_cache, param_grads=False)  # (B, N)
+    # 5. back through the relaxed top-K to the scores
+    dscores = relaxed_topk_backward(dM.astype(scores.dtype), topk_cache)  # (B, N)
+    return loss, dscores
+
+
+def gumbel_reranking_step(reranker_params, reader_params, reader_cfg, batch, rng, *, k, tau, kappa=1.0,
+                          relaxation="max", noise=True):
+    """(loss, reranker gradients): scores = reranker(q, d_1..d_N), then gumbel_reranking_loss, then back."""
+    scores, cache = reranker_forward(reranker_params, batch.question, batch.docs, pad_id=reader_cfg.pad_id)
+    loss, dscores = gumbel_reranking_loss(scores, batch, reader_params, reader_cfg, rng, k=k, tau=tau,
+                                          kappa=kappa, relaxation=relaxation, noise=noise)
+    return loss, reranker_backward(dscores, cache)
+
+
+def rerank_and_read(reranker_params, reader_params, reader_cfg, batch, k):
+    """Inference: the hard top-K of the reranker's scores (no noise), then the reader's greedy answer
+    from those K documents only. Returns (answer tokens (B, T'), keep mask (B, N))."""
+    scores, _ = reranker_forward(reranker_params, batch.question, batch.docs, pad_id=reader_cfg.pad_id)
+    keep = topk_mask(np.asarray(scores), min(k, scores.shape[1])).astype(reader_params["tok_emb"].dtype)
+    return greedy_decode(reader_params, reader_cfg, batch.ctx, keep), keep
