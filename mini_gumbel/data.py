@@ -63,7 +63,7 @@ What a pointwise reranker (seeing (q, d_i) alone) can identify, and from what:
 Why these defaults: 4 target distractors = K - 1, so the r2 facts alone can fill the top K. A reranker that
 learns the outer relation but not "E1 + inner relation" (the answer's-relation-only row) keeps gold 2
 every time and loses the indirect gold 1 every time (two-hop all-gold 0.00); keeping both needs the inner
-relation, which only a signal that looks at documents together supplies (METHOD.md section 1). Random K
+relation, which only a signal that looks at documents together supplies (docs/method.md §1). Random K
 candidates hold both gold documents of a bridge question 22% of the time, lexical overlap 29%, the best
 pointwise ranking 80%: reranking matters (not trivial) and a pointwise reranker can get most of the way
 (not hopeless). Single-hop questions are easy to rank (the lexical top 5 always holds the gold); they keep

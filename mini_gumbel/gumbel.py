@@ -278,7 +278,7 @@ def _check_dmask(dmask, cache, fn: str):
 def relaxed_topk_backward(dmask, cache):
     """dscores (..., N) from dmask = dL/dM (..., N); padded candidates get exactly 0.
 
-    "max":  dw = (κ/τ) (g ⊙ M - Σ_j t_j S^(j)),  t_j = Σ_i [j = j*(i)] g_i M_i   (METHOD §4, summed over i);
+    "max":  dw = (κ/τ) (g ⊙ M - Σ_j t_j S^(j)),  t_j = Σ_i [j = j*(i)] g_i M_i   (docs/method.md §4.3, summed over i);
     "iterative"/"st": reverse mode through the K steps of the iterative relaxation.
     """
     fn = "relaxed_topk_backward"

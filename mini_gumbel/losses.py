@@ -8,7 +8,7 @@ reader, are computed elsewhere without gradient and enter as plain arrays. A sco
 padded candidate: it has probability 0 under the student, its teacher value is ignored (any value, even
 NaN), and it gets a zero gradient.
 
-Student: ``p_R = softmax(w / τ_s)``. Defaults follow Atlas (Izacard et al. 2023), METHOD.md §8:
+Student: ``p_R = softmax(w / τ_s)``. Defaults follow Atlas (Izacard et al. 2023), docs/method.md §8:
 ``τ_s = τ_g = 0.01``, ``KL(p_T || p_R)`` with reduction "mean" over batch × documents (PyTorch
 ``KLDivLoss()``'s default, which Atlas calls). Both conventions that differ silently between codebases
 are named arguments here: ``direction`` ("T||R" = KL(p_T || p_R), the default, or "R||T") and
@@ -113,7 +113,7 @@ def supervised_forward(scores, gold, *, tau_s: float = 1.0):
 
     scores (B, N) float (-inf = padding); gold (B, N) bool. A gold flag on a padded candidate is an error;
     rows with no gold are excluded from the mean (``cache.n_excluded``); a batch without any gold is an
-    error. τ_s = 1 by default: the formula of METHOD.md §8 (labels need no teacher temperature).
+    error. τ_s = 1 by default: the formula of docs/method.md §8 (labels need no teacher temperature).
     """
     fn = "supervised_forward"
     valid = _check_scores(fn, scores)

@@ -1,4 +1,4 @@
-"""Ranking and answer metrics (METHOD.md §9), computed on the host with NumPy.
+"""Ranking and answer metrics (docs/method.md §9), computed on the host with NumPy.
 
 Dimension letters: S questions, N candidates, K kept documents.
 

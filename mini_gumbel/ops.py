@@ -15,7 +15,7 @@ Dimension letters: B batch, N documents, L tokens per document (encoder sequence
 T query tokens, C width, H heads, Dh = C/H head width, V vocabulary, M any flattened leading dims.
 
 The one non-standard op is cross-attention with a document mask ``M`` (B, N), Differentiable Masked
-Attention (METHOD.md §6):  a_u = M_doc(u) exp(s_u) / Σ_v M_doc(v) exp(s_v). It is computed multiplicatively
+Attention (docs/method.md §6):  a_u = M_doc(u) exp(s_u) / Σ_v M_doc(v) exp(s_v). It is computed multiplicatively
 (never as ``s + log M``) so that the mask gradient
 
     dL/dM_i = (1/Z) Σ_{u∈d_i} e_u (ḡ_u − Σ_v ḡ_v a_v),   e_u = exp(s_u − max), Z = Σ_v M_doc(v) e_v
@@ -36,7 +36,7 @@ __all__ = [
     "attention_forward", "attention_backward", "self_attention_forward", "self_attention_backward",
     "cross_kv_forward", "cross_kv_backward", "cross_attention_forward", "cross_attention_backward",
     "mlp_forward", "mlp_backward", "cross_entropy_forward", "cross_entropy_backward",
-    "split_heads", "merge_heads", "AttnRecord",
+    "cross_attention_record", "split_heads", "merge_heads", "AttnRecord",
 ]
 
 _GELU_C = math.sqrt(2.0 / math.pi)

@@ -10,7 +10,7 @@ D embedding width.
 ``φ(x) = bow(x) @ E``. The backward therefore needs no scatter: ``dE = bowᵀ @ dφ`` is the one-hot matmul
 the house style asks for (no ``np.add.at``).
 
-Initialisation (the "pretrained prior"; docs/method.md §7 says starting from a sensible reranker helps):
+Initialisation (the "pretrained prior"; docs/method.md §7.2 says starting from a sensible reranker helps):
 
 * ``init="lexical"`` (default): E's rows are the standard basis vectors when ``dim >= vocab_size``
   (exactly one-hot: ``E = I[:V, :D]``) and otherwise random unit vectors, nearly orthogonal when D is

@@ -1,6 +1,6 @@
 """``mini-gumbel sweep``: choose Gumbel Reranking's temperature τ and score scale κ on the dev split.
 
-docs/method.md §7: sweep τ ∈ {0.1, 0.3, 0.5, 1.0} and κ so that κ·std(w) is 1–5, where w are the untrained
+docs/method.md §7.5: sweep τ ∈ {0.1, 0.3, 0.5, 1.0} and κ so that κ·std(w) is 1–5, where w are the untrained
 reranker's scores on training questions. Each (τ, κ) trains the reranker with the same seed and steps as the
 demo; the choice is the best dev Recall@K (ties: the higher dev indirect Recall@K). The test split is never
 looked at. The distillation baselines keep Atlas's published defaults (τ_s = τ_g = 0.01) and are not swept:

@@ -1,6 +1,6 @@
 """Train the FiD reader on the built-in multi-hop data (``mini-gumbel train-reader``).
 
-The reader is trained normally, teacher-forced on the answer, before any reranker sees it (docs/method.md §7).
+The reader is trained normally, teacher-forced on the answer, before any reranker sees it (docs/method.md §7.1).
 Each training example shows it one of the document sets in ``configs.MODES``, applied as a hard 0/1
 document mask through the reader's DMA argument (which equals dropping the documents, docs/method.md §6):
 
