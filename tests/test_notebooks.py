@@ -1,12 +1,13 @@
 """The notebooks: each one executes top to bottom at the small size, and the committed copies are executed.
 
 Every notebook runs in a fresh kernel with nbclient at ``MINI_GUMBEL_NB_SIZE=small`` (their CI size), in a
-temporary working directory, with a temporary ``MINI_GUMBEL_CACHE`` shared by the series (notebook 5 trains the
-smoke-sized reader that notebook 6 and its ``run_demo(quick=True)`` then load). Nothing is written back to
+temporary working directory, with a temporary ``MINI_GUMBEL_CACHE`` shared by the series (notebook 6 trains the
+smoke-sized reader that notebook 7 and its ``run_demo(quick=True)`` then load). Nothing is written back to
 ``notebooks/``. A cell that raises (every cell ends in a print with its expected value, an assertion or a plot)
 fails the test with the cell's traceback.
 """
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -18,13 +19,29 @@ pytest.importorskip("ipykernel")
 NB_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
 CELL_TIMEOUT_S = 240
+N_NOTEBOOKS = 8
+METHOD_DOC = NB_DIR.parent / "docs" / "method.md"
 
 
-def test_the_series_is_numbered_one_to_seven():
-    assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(1, 8)], [p.name for p in NOTEBOOKS]
+def test_the_series_is_numbered_one_to_eight():
+    assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(1, N_NOTEBOOKS + 1)], [p.name for p in NOTEBOOKS]
     readme = (NB_DIR / "README.md").read_text()
     for p in NOTEBOOKS:
         assert p.name in readme, f"notebooks/README.md does not list {p.name}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_method_citations_name_sections_of_docs_method_md(path):
+    """Every section a notebook cites is "docs/method.md §N" (or §N.M, §N-M, §N–M), and it exists there."""
+    doc = METHOD_DOC.read_text()
+    sections = set(re.findall(r"^## (\d+)\.", doc, re.M)) | set(re.findall(r"\*\*(\d+\.\d+) ", doc))
+    nb = nbformat.read(path, as_version=4)
+    text = "\n".join(c.source for c in nb.cells)
+    other = re.findall(r"\S*(?<!docs/method\.md) §\d[\d.]*", text)
+    assert not other, f"{path.name} cites sections of something other than docs/method.md: {other}"
+    for cited in re.findall(r"docs/method\.md §([\d.]+(?:[-–][\d.]+)?)", text):
+        for part in re.split(r"[-–]", cited):
+            assert part.rstrip(".") in sections, f"{path.name} cites docs/method.md §{cited}, which does not exist"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
