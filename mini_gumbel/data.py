@@ -19,7 +19,13 @@ inner relation of a two-hop question:
                  gold 2: "Tovel located_in Mesa"   (links the bridge to the answer; shares no token with q)
 
 So a lexical (token-overlap) reranker can only match entity names, never relations: relation matching
-has to be learned. Each question comes with N shuffled candidates; besides the gold documents they are
+has to be learned.
+
+The question's decomposition comes with every example (``hop_words``, ``entity``, ``bridge``), as a
+decomposing reader (DecompRC-style) would predict it: the single-hop word of each read (``q_birthplace``
+then ``q_country`` for the two-hop question above), the question entity E1 and, for training only, the
+bridge B. **The two-pass reader is given the decomposition; the reranker still sees only the question**
+(``question``, ``docs``), so everything it learns about relations it has to learn from the reader's signal. Each question comes with N shuffled candidates; besides the gold documents they are
 
     subject    other facts that mention the question entity E1 (the first one, when the world allows,
                has an object of the answer's type: a plausible wrong answer, e.g. "Kari citizen_of Pell")
@@ -32,8 +38,8 @@ No distractor contains the answer, none mentions E1 with the question's (inner) 
 are functional, so the answer is uniquely determined by the gold documents and no second chain exists.
 
 DATA CARD (defaults: N=10, K=5, two_hop_share=0.5, 8 entities per type, 100 names, 15 relations,
-43 two-hop paths, vocabulary 164; per question 2 subject, 4 target, 1 bridge (two-hop) distractors, the
-rest unrelated). Measured by ``python bench/data_card.py`` on 4000 test questions, seed 0; ties broken at
+43 two-hop paths, vocabulary 165; per question 2 subject, 4 target, 1 bridge (two-hop) distractors, the
+rest unrelated). Measured by ``python tools/data_card.py`` on 4000 test questions, seed 0; ties broken at
 random (20 draws); Recall@5 of each gold document type, MRR in brackets:
 
     scorer                                  single gold   bridge gold 1      bridge gold 2     two-hop
@@ -118,15 +124,15 @@ _REL = {r[0]: r for r in RELATIONS}
 KINDS = ("gold", "gold_bridge", "subject", "target", "bridge", "unrelated")
 GOLD, GOLD_BRIDGE, SUBJECT, TARGET, BRIDGE, UNRELATED = range(6)  # gold = single-hop gold or bridge gold 2
 
-SPECIALS = ("<pad>", "<bos>", "<eos>", "<sep>")
+SPECIALS = ("<pad>", "<bos>", "<eos>", "<sep>", "<ent>")  # <ent>: where a read names its entity (see hop_words)
 
 
 # --------------------------------------------------------------------------------------------- vocab
 class Vocab:
-    """Token <-> id. ``pad_id=0, bos_id=1, eos_id=2, sep_id=3``; then document relation words, question
+    """Token <-> id. ``pad_id=0, bos_id=1, eos_id=2, sep_id=3, ent_id=4``; then document relation words, question
     words (single, outer, inner), then the name pool. The vocabulary depends on the config, not the seed."""
 
-    pad_id, bos_id, eos_id, sep_id = 0, 1, 2, 3
+    pad_id, bos_id, eos_id, sep_id, ent_id = 0, 1, 2, 3, 4
 
     def __init__(self, tokens: Sequence[str], n_names: int):
         self.tokens = list(tokens)
@@ -289,6 +295,12 @@ class _DatasetFields(NamedTuple):
     hops: np.ndarray  # (S,) int64 in {1, 2}
     answer: np.ndarray  # (S,) int64: the answer's name token
     kind: np.ndarray  # (S, N) int8: index into KINDS
+    # the question's decomposition, as a decomposing reader would predict it (the two-pass reader is given
+    # it; the reranker never sees it, only ``question``):
+    hop_words: np.ndarray  # (S, 2) int64: single-hop question words of read 1 and read 2: (q_r, pad) for a
+    #                        single-hop question, (q_<inner>, q_<outer>) for a two-hop one
+    entity: np.ndarray  # (S,) int64: the question entity E1's name token
+    bridge: np.ndarray  # (S,) int64: the bridge entity B's name token (pad_id on single-hop questions)
 
 
 class Dataset(_DatasetFields):
@@ -460,6 +472,9 @@ def _build_split(rng, cfg: DataConfig, vocab: Vocab, size: int, keys: dict) -> D
     ctx = np.zeros((size, N, L), np.int64)  # (S, N, L)
     kind = np.zeros((size, N), np.int8)  # (S, N)
     answer = np.zeros(size, np.int64)  # (S,)
+    hop_words = np.zeros((size, 2), np.int64)  # (S, 2)
+    entity = np.zeros(size, np.int64)  # (S,)
+    bridge = np.zeros(size, np.int64)  # (S,) pad_id = 0 on single-hop rows
     off = vocab.name_offset
     rel_word = np.array([vocab.id(r) for r in lay.rels])  # (R,)
     words = {w: np.array([vocab.id(f"{w}_{_REL[r][3]}") for r in lay.rels]) for w in "qoi"}  # (R,) each
@@ -486,6 +501,13 @@ def _build_split(rng, cfg: DataConfig, vocab: Vocab, size: int, keys: dict) -> D
         else:
             q = np.stack([words["o"][rid[:, 1]], words["i"][rid[:, 0]], off + qname], 1)  # (P, 3)
         question[rows, :h + 1] = q
+        entity[rows] = off + qname
+        if h == 1:
+            hop_words[rows, 0] = words["q"][rid[:, 0]]
+        else:
+            hop_words[rows] = np.stack([words["q"][rid[:, 0]], words["q"][rid[:, 1]]], 1)  # (inner, outer)
+            g1 = np.argmax(kind[rows] == GOLD_BRIDGE, axis=1)  # (P,) gold 1 "E1 r1 B": its object is B
+            bridge[rows] = d[np.arange(P), g1, 2]
         docs[rows] = d
         seq = np.concatenate([np.broadcast_to(q[:, None, :], (P, N, h + 1)), np.full((P, N, 1), vocab.sep_id), d],
                              -1)  # (P, N, h + 2 + Ld)
@@ -496,7 +518,8 @@ def _build_split(rng, cfg: DataConfig, vocab: Vocab, size: int, keys: dict) -> D
     gold = (kind == GOLD) | (kind == GOLD_BRIDGE)  # (S, N)
     has_answer = (docs == answer[:, None, None]).any(-1)  # (S, N)
     indirect = gold & ~has_answer  # (S, N)
-    return Dataset(question, docs, ctx, ans_in, ans_out, gold, indirect, has_answer, hops, answer, kind)
+    return Dataset(question, docs, ctx, ans_in, ans_out, gold, indirect, has_answer, hops, answer, kind, hop_words,
+                   entity, bridge)
 
 
 def make_dataset(cfg: DataConfig | None = None, seed: int = 0) -> Splits:

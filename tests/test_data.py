@@ -208,7 +208,7 @@ def test_decode_and_format(splits):
 
 def test_vocab_layout():
     v = make_vocab(SMALL)
-    assert len(v) == 4 + 4 * len(SMALL.relations) + SMALL.n_names
+    assert len(v) == 5 + 4 * len(SMALL.relations) + SMALL.n_names  # 5 specials, 4 words per relation
     assert v.is_name(len(v) - 1) and not v.is_name(v.id("born_in"))
     assert len(set(v.tokens[v.name_offset:])) == SMALL.n_names
 
@@ -248,3 +248,22 @@ def test_single_hop_only_and_small_worlds():
     assert (sp.train.hops == 1).all() and sp.train.question.shape[1] == 2
     assert sp.train.ctx.shape == (50, 7, cfg.ctx_len)
     assert (sp.test.gold.sum(1) == 1).all()
+
+
+def test_decomposition_fields_match_the_question_and_the_gold_documents(splits):
+    """hop_words, entity and bridge are what a decomposing reader would predict from the question alone
+    (the words) plus, for training, the bridge named in gold document 1."""
+    v = splits.vocab
+    for ds in (splits.train, splits.test):
+        for i in range(0, len(ds), 7):
+            q = [v.tokens[t] for t in ds.question[i] if t != v.pad_id]
+            w = [v.tokens[t] for t in ds.hop_words[i] if t != v.pad_id]
+            assert v.tokens[ds.entity[i]] == q[-1]  # E1 is the question's last token
+            if ds.hops[i] == 1:
+                assert w == [q[0]] and ds.bridge[i] == v.pad_id  # q_r itself
+            else:
+                assert w == ["q_" + q[1][2:], "q_" + q[0][2:]]  # (inner i_x -> q_x, outer o_y -> q_y)
+                g1 = np.flatnonzero(ds.kind[i] == 1)[0]  # gold_bridge: "E1 r1 B"
+                g2 = np.flatnonzero(ds.kind[i] == 0)[0]  # gold 2: "B r2 A"
+                assert ds.docs[i, g1, 0] == ds.entity[i] and ds.docs[i, g1, 2] == ds.bridge[i]
+                assert ds.docs[i, g2, 0] == ds.bridge[i] and ds.docs[i, g2, 2] == ds.answer[i]
