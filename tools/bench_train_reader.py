@@ -1,29 +1,28 @@
 """Time the default reader training (``mini-gumbel train-reader``): data, training, evaluation.
 
-    python bench/bench_train_reader.py [--seed 0] [--steps S] [--out bench_train_reader.json]
+    python tools/bench_train_reader.py [--seed 0] [--steps S] [--out bench_train_reader.json]
 
 Prints a markdown table with wall-clock and process CPU seconds of each phase and the EM table, and with
---out writes the numbers as JSON (atomically), with the configs, library versions, CPU count and the BLAS
-thread settings. The issue's budget: the whole default training within 3 minutes on 2 CPU cores.
-On a busy shared machine the wall clock overstates the cost; the CPU seconds of one BLAS thread do not
-(set OMP_NUM_THREADS=1: with several BLAS threads on 2 busy cores, the tiny matrix products of this model
-spend most of their time waiting for each other).
+--out writes the numbers as JSON (atomically), with the configs and the machine (mini_gumbel.timing's
+environment record: library versions, CPU, BLAS threads, load average). Each phase runs once: a stopwatch
+on a run minutes long, not a repeated timing. The issue's budget: the whole default training within 3
+minutes on 2 CPU cores. On a busy shared machine the wall clock overstates the cost; the CPU seconds of
+one BLAS thread do not (set OMP_NUM_THREADS=1: with several BLAS threads on 2 busy cores, the tiny matrix
+products of this model spend most of their time waiting for each other).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import platform
 import sys
 import time
 
-import numpy as np
-
 from mini_gumbel.atomic import atomic_write_json
 from mini_gumbel.data import DataConfig, make_dataset
-from mini_gumbel.readertrain import (TrainReaderConfig, default_reader_config, evaluate_reader, format_em_table,
-                                     train_reader)
+from mini_gumbel.experiment.configs import TrainReaderConfig, default_reader_config
+from mini_gumbel.experiment.evaluate import evaluate_reader, format_em_table
+from mini_gumbel.experiment.train_reader import train_reader
+from mini_gumbel.timing import environment
 
 
 def _clock():
@@ -43,7 +42,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="write the numbers here as JSON")
     args = ap.parse_args(argv)
     data_cfg = DataConfig()
-    train_cfg = TrainReaderConfig() if args.steps is None else dataclasses.replace(TrainReaderConfig(), steps=args.steps)
+    train_cfg = TrainReaderConfig()
+    if args.steps is not None:
+        train_cfg = dataclasses.replace(train_cfg, steps=args.steps)
     reader_cfg = default_reader_config(data_cfg)
 
     t_all = _clock()
@@ -71,10 +72,7 @@ def main(argv=None) -> int:
         "reader_config": dataclasses.asdict(reader_cfg),
         "train_config": train_cfg.as_dict(),
         "seed": args.seed,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "numpy": np.__version__, "backend": "numpy", "dtype": train_cfg.dtype,
-                    "threads_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                                                   "MKL_NUM_THREADS")}},
+        "machine": dict(environment(), backend="numpy", dtype=train_cfg.dtype),
     }
     print(f"default reader training: {train_cfg.steps} steps, batch {train_cfg.batch_size}, {n_params} parameters, "
           f"{train_cfg.dtype}, seed {args.seed}\n")

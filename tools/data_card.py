@@ -14,22 +14,20 @@ averaged over several tie-breaks), the mean rank and MRR, and all-gold@K on brid
     oracle_joint      oracle_pointwise, plus: the r2 document whose subject is the bridge named in the
                       top document (selection that looks at two documents together)
 
-    python bench/data_card.py [--seed 0] [--n-test 4000] [--out data_card.json]
+    python tools/data_card.py [--seed 0] [--n-test 4000] [--out data_card.json]
 
 Prints a markdown table; with --out writes the numbers as JSON (atomically).
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
-import tempfile
 
 import numpy as np
 
-from mini_gumbel.data import GOLD, GOLD_BRIDGE, KINDS, DataConfig, make_dataset
+from mini_gumbel.atomic import atomic_write_json
+from mini_gumbel.data import GOLD, GOLD_BRIDGE, KINDS, RELATIONS, DataConfig, make_dataset
+from mini_gumbel.timing import environment
 
 
 def oracle_scores(ds, vocab, *, joint=False, answer_relation_only=False):
@@ -39,8 +37,6 @@ def oracle_scores(ds, vocab, *, joint=False, answer_relation_only=False):
         for w in ("q", "o", "i"):
             if tok.startswith(w + "_"):
                 para2rel[vocab.id(tok)] = None  # filled below
-    from mini_gumbel.data import RELATIONS
-
     for name, _, _, para in RELATIONS:
         for w in ("q", "o", "i"):
             if f"{w}_{para}" in vocab._index:
@@ -124,7 +120,7 @@ def main(argv=None) -> int:
         "two_hop_share": float(np.mean(ds.hops == 2)),
         "vocab_size": len(vocab),
         "results": results,
-        "versions": {"python": platform.python_version(), "numpy": np.__version__},
+        "versions": environment()["versions"],
     }
     k = cfg.k
     print(f"data card: N={cfg.n_candidates} K={k} test questions={len(ds)} (two-hop share "
@@ -137,11 +133,7 @@ def main(argv=None) -> int:
               f"{r['bridge_gold2_recall']:.2f} | {r['two_hop_all_gold']:.2f} | {r['bridge_gold1_mrr']:.2f} | "
               f"{r['bridge_gold2_mrr']:.2f} | {r['bridge_gold2_rank']:.2f} |")
     if args.out:
-        d = os.path.dirname(os.path.abspath(args.out))
-        fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=2)
-        os.replace(tmp, args.out)
+        atomic_write_json(args.out, record)
     return 0
 
 
