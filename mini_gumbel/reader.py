@@ -9,6 +9,14 @@ Choices (ours): the token embedding is shared by encoder and decoder inputs; the
 (C, V) matrix plus bias, *not* tied to the embedding, so that the pad token's embedding provably never
 matters (its gradient is exactly 0). Layer norm eps 1e-5, GELU (tanh), no dropout.
 
+Exact-match flags (``cfg.exact_match=True``, ours after DrQA's exact-match feature, made soft): the encoder
+input gains ``flags[..., None] * em_vec`` with flags (B, N, L) in [0, 1] and one learned vector em_vec (C,):
+
+    x = tok_emb[ids] + enc_pos[:L] + flags[..., None] * em_vec          (B·N, L, C)
+
+flags=None means all zeros (the term is skipped, so the result is bit-identical). The gradient reaches flags
+through the encoder only: dflags = Σ_c dx[..., c] em_vec[c].
+
 Dimension letters: B batch, N documents, L tokens per encoder sequence, S = N·L, T answer tokens,
 C width, H heads, F feed-forward width, V vocabulary.
 
@@ -16,6 +24,9 @@ C width, H heads, F feed-forward width, V vocabulary.
     loss, cache = reader_forward(params, cfg, ctx, ans_in, ans_out, mask)
     dparams, dmask = reader_backward(1.0, cache)                     # training the reader
     _, dmask = reader_backward(1.0, cache, param_grads=False)        # frozen reader: encoder skipped
+    loss, cache = reader_forward(params, cfg, ctx, ans_in, ans_out, mask, flags=flags)   # cfg.exact_match
+    _, dmask, dflags = reader_backward(1.0, cache, param_grads=False, flag_grads=True)
+    dparams, dmask = reader_logits_backward(dlogits, cache)          # from a loss on cache.logits
 """
 from __future__ import annotations
 
@@ -26,10 +37,10 @@ import numpy as np
 
 from . import ops
 from .backend import get_xp, is_traced, to_numpy, unbox
-from .validate import check_array, check_float_dtype, check_int, check_token_ids, check_type, fail
+from .validate import check_array, check_bool, check_float_dtype, check_int, check_token_ids, check_type, fail
 
-__all__ = ["ReaderConfig", "ReaderCache", "init_reader", "reader_forward", "reader_backward", "greedy_decode",
-           "reader_encode", "param_shapes"]
+__all__ = ["ReaderConfig", "ReaderCache", "init_reader", "reader_forward", "reader_backward",
+           "reader_logits_backward", "greedy_decode", "reader_encode", "param_shapes"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,7 @@ class ReaderConfig:
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2
+    exact_match: bool = False  # encoder input + flags * em_vec (module docstring)
 
     def __post_init__(self):
         fn = "ReaderConfig"
@@ -56,6 +68,7 @@ class ReaderConfig:
             fail(fn, "d_model", self.d_model, f"a multiple of n_heads={self.n_heads}")
         for name in ("pad_id", "bos_id", "eos_id"):
             check_int(fn, name, getattr(self, name), lo=0, hi=self.vocab_size - 1)
+        check_bool(fn, "exact_match", self.exact_match)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -63,7 +76,8 @@ class ReaderConfig:
 
 
 def param_shapes(cfg: ReaderConfig) -> dict:
-    """Name -> shape of every parameter, in a fixed order."""
+    """Name -> shape of every parameter, in a fixed order (``em_vec`` last and only with cfg.exact_match, so
+    the other parameters, their initial values and existing checkpoints are unchanged)."""
     C, F, V = cfg.d_model, cfg.d_ff, cfg.vocab_size
     shapes = {"tok_emb": (V, C), "enc_pos": (cfg.max_ctx_len, C), "dec_pos": (cfg.max_ans_len, C)}
 
@@ -94,13 +108,16 @@ def param_shapes(cfg: ReaderConfig) -> dict:
         mlp(p + "mlp.")
     ln("dec.lnf.")
     shapes.update({"lm.W": (C, V), "lm.b": (V,)})
+    if cfg.exact_match:
+        shapes["em_vec"] = (C,)
     return shapes
 
 
 def init_reader(cfg: ReaderConfig, seed: int, *, dtype=np.float64) -> dict:
     """Parameters as a dict name -> array. Weights ~ N(0, 1/fan_in); the projections that write into the
     residual stream (attention Wo, MLP W2) are further scaled by 1/√(2·layers); LN g = 1, biases 0;
-    embeddings N(0, 1) so that a token is a unit-scale vector before the first layer norm."""
+    embeddings N(0, 1) so that a token is a unit-scale vector before the first layer norm; em_vec N(0, 1)
+    like a token embedding."""
     check_type("init_reader", "cfg", cfg, ReaderConfig)
     dtype = check_float_dtype("init_reader", "dtype", dtype)
     rng = np.random.default_rng(seed)
@@ -108,7 +125,7 @@ def init_reader(cfg: ReaderConfig, seed: int, *, dtype=np.float64) -> dict:
     params = {}
     for name, shape in param_shapes(cfg).items():
         leaf = name.rsplit(".", 1)[-1]
-        if name in ("tok_emb", "enc_pos", "dec_pos"):
+        if name in ("tok_emb", "enc_pos", "dec_pos", "em_vec"):
             w = rng.standard_normal(shape) * (0.3 if name.endswith("pos") else 1.0)
         elif leaf == "g":
             w = np.ones(shape)
@@ -133,7 +150,7 @@ def _put(grads, prefix, sub):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# validation (shared checks in mini_gumbel.validate; these three know the reader's shapes)
+# validation (shared checks in mini_gumbel.validate; these know the reader's shapes)
 
 
 def _check_params(params, cfg, fn):
@@ -183,6 +200,19 @@ def _check_mask(mask, B, N, dtype, fn):
     return mask
 
 
+def _check_flags(flags, cfg, shape, dtype, fn):
+    if flags is None:
+        return None
+    if not cfg.exact_match:
+        fail(fn, "flags", flags, "None when cfg.exact_match=False (ReaderConfig(exact_match=True) adds em_vec)")
+    f = check_array(fn, "flags", flags, shape=shape, finite=True, nonneg=True)
+    if f.size and float(f.max()) > 1.0:
+        fail(fn, "flags", flags, f"values in [0, 1] (max {float(f.max())})")
+    if f.dtype != dtype and not is_traced(flags):
+        flags = flags.astype(dtype)
+    return flags
+
+
 # ---------------------------------------------------------------------------------------------------------
 # encoder
 
@@ -192,14 +222,21 @@ class EncoderCache(NamedTuple):
     layers: list  # per layer (ln1, attn, ln2, mlp) caches
     lnf: ops.LayerNormCache
     BN_L: tuple  # (B, N, L)
+    flags: object  # (B·N, L) exact-match flags, None when not given (all zeros)
+    em_vec: object  # (C,) params["em_vec"], None without cfg.exact_match
 
 
-def _encoder_forward(params, cfg, ctx):
+def _encoder_forward(params, cfg, ctx, flags=None):
     B, N, L = ctx.shape
+    xp = get_xp(params["tok_emb"], flags)
     ids = ctx.reshape(B * N, L)  # (B·N, L)
     key_pad = ids == cfg.pad_id  # (B·N, L)
     x, c_emb = ops.embedding_forward(ids, params["tok_emb"])  # (B·N, L, C)
     x = x + params["enc_pos"][:L]  # (B·N, L, C)
+    em_vec = params["em_vec"] if cfg.exact_match else None
+    if flags is not None:
+        flags = xp.reshape(flags, (B * N, L))  # (B·N, L)
+        x = x + flags[:, :, None] * em_vec  # (B·N, L, C)
     layers = []
     for l in range(cfg.n_enc_layers):
         p = f"enc.{l}."
@@ -211,40 +248,65 @@ def _encoder_forward(params, cfg, ctx):
         x = x + h  # (B·N, L, C)
         layers.append((c1, c2, c3, c4))
     x, c_f = ops.layernorm_forward(x, params["enc.lnf.g"], params["enc.lnf.b"])  # (B·N, L, C)
-    return x, EncoderCache(c_emb, layers, c_f, (B, N, L))
+    return x, EncoderCache(c_emb, layers, c_f, (B, N, L), flags, em_vec)
 
 
 def _encoder_backward(dx, cache, cfg, grads):
+    """dx (B·N, L, C) at the encoder output -> (dtok_emb (V, C) or None, dflags (B, N, L) or None).
+
+    grads None: no parameter gradient, only the input gradient (the flags'). With grads, dflags is None
+    unless cfg.exact_match.
+    """
     B, N, L = cache.BN_L
-    dx, grads["enc.lnf.g"], grads["enc.lnf.b"] = ops.layernorm_backward(dx, cache.lnf)  # (B·N, L, C)
+    pg = grads is not None
+    dx, dg, db = ops.layernorm_backward(dx, cache.lnf, param_grads=pg)  # (B·N, L, C)
+    if pg:
+        grads["enc.lnf.g"], grads["enc.lnf.b"] = dg, db
     for l in reversed(range(cfg.n_enc_layers)):
         p = f"enc.{l}."
         c1, c2, c3, c4 = cache.layers[l]
         # x = x + mlp(ln2(x))
-        dh, dp = ops.mlp_backward(dx, c4)
-        _put(grads, p + "mlp.", dp)
-        dh, grads[p + "ln2.g"], grads[p + "ln2.b"] = ops.layernorm_backward(dh, c3)
+        dh, dp = ops.mlp_backward(dx, c4, param_grads=pg)
+        dh, dg, db = ops.layernorm_backward(dh, c3, param_grads=pg)
+        if pg:
+            _put(grads, p + "mlp.", dp)
+            grads[p + "ln2.g"], grads[p + "ln2.b"] = dg, db
         dx = dx + dh  # (B·N, L, C)
         # x = x + attn(ln1(x))
-        dh, dp = ops.self_attention_backward(dx, c2)
-        _put(grads, p + "attn.", dp)
-        dh, grads[p + "ln1.g"], grads[p + "ln1.b"] = ops.layernorm_backward(dh, c1)
+        dh, dp = ops.self_attention_backward(dx, c2, param_grads=pg)
+        dh, dg, db = ops.layernorm_backward(dh, c1, param_grads=pg)
+        if pg:
+            _put(grads, p + "attn.", dp)
+            grads[p + "ln1.g"], grads[p + "ln1.b"] = dg, db
         dx = dx + dh  # (B·N, L, C)
-    # x = tok_emb[ids] + enc_pos[:L]
     xp = get_xp(dx)
+    dflags = None
+    if cache.em_vec is not None:
+        # x = x + flags[:, :, None] * em_vec
+        dflags = xp.reshape(dx @ cache.em_vec, (B, N, L))  # (B, N, L)
+        if pg:
+            C = dx.shape[-1]
+            # flags=None skipped the term, i.e. flags = 0
+            grads["em_vec"] = (xp.zeros(C, dx.dtype) if cache.flags is None
+                               else xp.reshape(cache.flags, (-1,)) @ xp.reshape(dx, (-1, C)))  # (C,)
+    if not pg:
+        return None, dflags
+    # x = tok_emb[ids] + enc_pos[:L]
     dpos_L = xp.sum(dx, axis=0)  # (L, C)
     if L < cfg.max_ctx_len:
         dpos_L = xp.concatenate([dpos_L, xp.zeros((cfg.max_ctx_len - L, dx.shape[-1]), dx.dtype)])
     grads["enc_pos"] = dpos_L  # (max_ctx_len, C)
-    return ops.embedding_backward(dx, cache.emb)  # (V, C)
+    return ops.embedding_backward(dx, cache.emb), dflags  # (V, C), (B, N, L)
 
 
-def reader_encode(params, cfg, ctx):
-    """Encoder states (B, N, L, C) of ``ctx`` (B, N, L); independent of the document mask."""
-    _check_params(params, cfg, "reader_encode")
+def reader_encode(params, cfg, ctx, flags=None):
+    """Encoder states (B, N, L, C) of ``ctx`` (B, N, L) (and exact-match ``flags`` (B, N, L) with
+    cfg.exact_match); independent of the document mask."""
+    dtype = _check_params(params, cfg, "reader_encode")
     _check_ctx(ctx, cfg, "reader_encode")
+    flags = _check_flags(flags, cfg, ctx.shape, dtype, "reader_encode")
     B, N, L = ctx.shape
-    x, _ = _encoder_forward(params, cfg, ctx)
+    x, _ = _encoder_forward(params, cfg, ctx, flags)
     return get_xp(x).reshape(x, (B, N, L, cfg.d_model))
 
 
@@ -312,11 +374,12 @@ class ReaderCache(NamedTuple):
     shape: tuple  # (B, N, L, T)
 
 
-def reader_forward(params, cfg, ctx, ans_in, ans_out, mask=None, *, need_attn=False):
+def reader_forward(params, cfg, ctx, ans_in, ans_out, mask=None, *, flags=None, need_attn=False):
     """Teacher-forced loss of the answer given N documents under the document mask M.
 
     ctx (B, N, L) int; ans_in (B, T) int (BOS, a_1..a_{T−1}); ans_out (B, T) int (a_1..a_T, pad_id where
-    padded); mask (B, N) float >= 0 or None (all ones). Returns (loss, cache): loss is the batch mean of the
+    padded); mask (B, N) float >= 0 or None (all ones); flags (B, N, L) float in [0, 1] or None (all zeros;
+    the only legal value unless cfg.exact_match). Returns (loss, cache): loss is the batch mean of the
     per-example mean token NLL; cache.logprobs (B, T), cache.nll (B,), cache.logits (B, T, V) and with
     need_attn cache.xattn (per layer AttnRecord) and cache.key_pad (B, N·L).
     """
@@ -329,10 +392,11 @@ def reader_forward(params, cfg, ctx, ans_in, ans_out, mask=None, *, need_attn=Fa
     if ans_in.shape != ans_out.shape:
         fail(fn, "ans_out.shape", ans_out.shape, f"ans_in.shape={ans_in.shape}")
     mask = _check_mask(mask, B, N, dtype, fn)
-    xp = get_xp(params["tok_emb"], mask)
+    flags = _check_flags(flags, cfg, (B, N, L), dtype, fn)
+    xp = get_xp(params["tok_emb"], mask, flags)
     T = ans_in.shape[1]
 
-    enc_out, c_enc = _encoder_forward(params, cfg, ctx)  # (B·N, L, C)
+    enc_out, c_enc = _encoder_forward(params, cfg, ctx, flags)  # (B·N, L, C)
     mem = xp.reshape(enc_out, (B, N * L, cfg.d_model))  # (B, S, C)
     key_pad = ctx.reshape(B, N * L) == cfg.pad_id  # (B, S)
     kvs, c_kv = _cross_kv(params, cfg, mem)
@@ -344,17 +408,45 @@ def reader_forward(params, cfg, ctx, ans_in, ans_out, mask=None, *, need_attn=Fa
     return loss, cache
 
 
-def reader_backward(dloss, cache, *, param_grads=True):
-    """Returns (dparams, dmask (B, N)); with mask=None in the forward, dmask is the gradient at M = 1.
+def reader_backward(dloss, cache, *, param_grads=True, flag_grads=False):
+    """Returns (dparams, dmask (B, N)), and dflags (B, N, L) last with flag_grads=True; with mask=None in the
+    forward, dmask is the gradient at M = 1 (with flags=None, dflags is the gradient at flags = 0).
 
     param_grads=False: no parameter gradient and no encoder backward at all (the mask only enters the
     decoder's cross-attention), i.e. exactly what a frozen reader needs to pass a gradient to M.
+    flag_grads=True (needs cfg.exact_match): the backward also runs through the encoder, to its input, and
+    returns dflags; with param_grads=False it still computes no parameter gradient.
     """
+    # loss = cross_entropy(logits, ans_out)
+    dlogits = ops.cross_entropy_backward(dloss, cache.ce)  # (B, T, V)
+    return reader_logits_backward(dlogits, cache, param_grads=param_grads, flag_grads=flag_grads)
+
+
+def _cross_attention_backward(dy, c, *, param_grads, need_kv):
+    """ops.cross_attention_backward, with dk, dv also when the parameters are frozen (need_kv): the
+    gradient to the encoder memory that flag_grads needs."""
+    if param_grads or not need_kv:
+        return ops.cross_attention_backward(dy, c, param_grads=param_grads)
+    # out = merge(y) @ Wo + bo
+    dyh = ops.linear_backward(dy, c.proj, param_grads=False)[0]  # (B, T, C)
+    dq, dk, dv, ddoc = ops.attention_backward(ops.split_heads(dyh, c.n_heads), c.att, need_kv=True)
+    # q = x @ Wq + bq
+    dx = ops.linear_backward(ops.merge_heads(dq), c.q, param_grads=False)[0]  # (B, T, C)
+    return dx, dk, dv, None, ddoc
+
+
+def reader_logits_backward(dlogits, cache, *, param_grads=True, flag_grads=False):
+    """reader_backward from a gradient on the logits, dlogits (B, T, V) = dL/d cache.logits, for a loss
+    built on the logits rather than on cache.nll. Returns what reader_backward returns."""
     cfg = cache.cfg
     B, N, L, T = cache.shape
+    flag_grads = check_bool("reader_logits_backward", "flag_grads", flag_grads)
+    if flag_grads and not cfg.exact_match:
+        fail("reader_logits_backward", "flag_grads", True, "False when cfg.exact_match=False (no flags)")
     xp = get_xp(cache.logits)
+    check_array("reader_logits_backward", "dlogits", dlogits, shape=(B, T, cfg.vocab_size))
     grads = {} if param_grads else None
-    dlogits = ops.cross_entropy_backward(dloss, cache.ce)  # (B, T, V)
+    need_mem = param_grads or flag_grads  # the backward goes on into the encoder
     dec = cache.dec
     # logits = y @ lm.W + lm.b
     dy, dW, db = ops.linear_backward(dlogits, dec.head, param_grads=param_grads)  # (B, T, C)
@@ -374,15 +466,18 @@ def reader_backward(dloss, cache, *, param_grads=True):
             grads[p + "ln3.g"], grads[p + "ln3.b"] = dg, dbn
         dy = dy + dh  # (B, T, C)
         # y = y + cross(ln2(y), kv(mem), M)
-        dh, dk, dv, dp, dM = ops.cross_attention_backward(dy, c4, param_grads=param_grads)
+        dh, dk, dv, dp, dM = _cross_attention_backward(dy, c4, param_grads=param_grads, need_kv=need_mem)
         if dM is not None:
             dmask = dM if dmask is None else dmask + dM  # (B, N)
         dh, dg, dbn = ops.layernorm_backward(dh, c3, param_grads=param_grads)
         if param_grads:
             _put(grads, p + "cross.", dp)
             grads[p + "ln2.g"], grads[p + "ln2.b"] = dg, dbn
-            dm, dpkv = ops.cross_kv_backward(dk, dv, cache.kv[l])  # (B, S, C)
-            _put(grads, p + "cross.", dpkv)
+        if need_mem:
+            # (k, v) = kv(mem)
+            dm, dpkv = ops.cross_kv_backward(dk, dv, cache.kv[l], param_grads=param_grads)  # (B, S, C)
+            if param_grads:
+                _put(grads, p + "cross.", dpkv)
             dmem = dm if dmem is None else dmem + dm
         dy = dy + dh  # (B, T, C)
         # y = y + self(ln1(y))
@@ -392,22 +487,29 @@ def reader_backward(dloss, cache, *, param_grads=True):
             _put(grads, p + "self.", dp)
             grads[p + "ln1.g"], grads[p + "ln1.b"] = dg, dbn
         dy = dy + dh  # (B, T, C)
-    if not param_grads:
-        return None, dmask
-    # y = tok_emb[ans_in] + dec_pos[:T]
     C = cfg.d_model
+    if not param_grads:
+        if not flag_grads:
+            return None, dmask
+        # mem = reshape(encoder(ctx, flags), (B, S, C)): input gradient only
+        _, dflags = _encoder_backward(xp.reshape(dmem, (B * N, L, C)), cache.enc, cfg, None)
+        return None, dmask, dflags
+    # y = tok_emb[ans_in] + dec_pos[:T]
     dpos = xp.sum(dy, axis=0)  # (T, C)
     if T < cfg.max_ans_len:
         dpos = xp.concatenate([dpos, xp.zeros((cfg.max_ans_len - T, C), dy.dtype)])
     grads["dec_pos"] = dpos  # (max_ans_len, C)
     demb = ops.embedding_backward(dy, dec.emb)  # (V, C)
-    demb = demb + _encoder_backward(xp.reshape(dmem, (B * N, L, C)), cache.enc, cfg, grads)  # (V, C)
-    grads["tok_emb"] = demb
-    return {k: grads[k] for k in param_shapes(cfg)}, dmask
+    # mem = reshape(encoder(ctx, flags), (B, S, C))
+    denc, dflags = _encoder_backward(xp.reshape(dmem, (B * N, L, C)), cache.enc, cfg, grads)
+    grads["tok_emb"] = demb + denc  # (V, C)
+    dparams = {k: grads[k] for k in param_shapes(cfg)}
+    return (dparams, dmask, dflags) if flag_grads else (dparams, dmask)
 
 
-def greedy_decode(params, cfg, ctx, mask=None, *, max_len=None):
-    """Greedy answer (B, T') under the document mask: tokens up to and including EOS, then pad_id.
+def greedy_decode(params, cfg, ctx, mask=None, *, max_len=None, flags=None):
+    """Greedy answer (B, T') under the document mask (and exact-match flags): tokens up to and including EOS,
+    then pad_id.
 
     The encoder and the cross-attention keys/values run once; the decoder re-runs on the growing prefix.
     Stops early once every row has produced EOS.
@@ -418,8 +520,9 @@ def greedy_decode(params, cfg, ctx, mask=None, *, max_len=None):
     B, N, L = ctx.shape
     max_len = cfg.max_ans_len if max_len is None else check_int(fn, "max_len", max_len, lo=1, hi=cfg.max_ans_len)
     mask = _check_mask(mask, B, N, dtype, fn)
+    flags = _check_flags(flags, cfg, (B, N, L), dtype, fn)
     xp = get_xp(params["tok_emb"])
-    enc_out, _ = _encoder_forward(params, cfg, ctx)  # (B·N, L, C)
+    enc_out, _ = _encoder_forward(params, cfg, ctx, flags)  # (B·N, L, C)
     mem = xp.reshape(enc_out, (B, N * L, cfg.d_model))  # (B, S, C)
     key_pad = ctx.reshape(B, N * L) == cfg.pad_id  # (B, S)
     kvs, _ = _cross_kv(params, cfg, mem)
