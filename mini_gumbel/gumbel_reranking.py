@@ -8,14 +8,16 @@ of the scores, no noise. Every line below is a forward/backward pair you can ope
 
     noise                     gumbel.gumbel_noise                  G = -log(-log U)
     relaxed top-K mask        gumbel.relaxed_topk_forward          M_i = max_j softmax((κ w + G^(j)) / τ)_i
-    frozen reader with DMA    reader.reader_forward                a_u ∝ M_doc(u) exp(s_u)
-    mask gradient             reader.reader_backward(param_grads=False)
+    frozen reader with DMA    two_pass_reader.two_pass_forward     a_u ∝ M_doc(u) exp(s_u), in both reads
+                              (or reader.reader_forward, the one-pass FiD control)
+    mask gradient             two_pass_reader.two_pass_backward(param_grads=False)
     score gradient            gumbel.relaxed_topk_backward
     reranker gradient         reranker.reranker_backward
 
 Dimension letters: B batch, N candidates, K kept documents.
 
-    loss, grads = gumbel_reranking_step(reranker_params, reader_params, reader_cfg, batch, rng, k=5, tau=0.1)
+    loss, grads = gumbel_reranking_step(reranker_params, question, docs, reader_params, reader_cfg, batch, rng,
+                                        k=5, tau=0.1)
     reranker_params, adam_state, _ = adam_step(reranker_params, grads, adam_state, lr=1e-2)
 """
 from __future__ import annotations
@@ -23,17 +25,19 @@ from __future__ import annotations
 import numpy as np
 
 from .gumbel import gumbel_noise, relaxed_topk_backward, relaxed_topk_forward, topk_mask
-from .reader import greedy_decode, reader_backward, reader_forward
+from .reader import reader_backward, reader_forward
 from .reranker import reranker_backward, reranker_forward
+from .two_pass_reader import TwoPassBatch, two_pass_backward, two_pass_forward
 
-__all__ = ["gumbel_reranking_loss", "gumbel_reranking_step", "rerank_and_read"]
+__all__ = ["gumbel_reranking_loss", "gumbel_reranking_step", "rerank"]
 
 
 def gumbel_reranking_loss(scores, batch, reader_params, reader_cfg, rng, *, k, tau, kappa=1.0,
                           relaxation="max", noise=True):
     """(loss, dscores (B, N)): the frozen reader's answer NLL under a relaxed top-K mask of ``scores``.
 
-    batch has .ctx (B, N, L), .ans_in and .ans_out (B, T); rng is a numpy Generator (fresh noise per call).
+    batch: the reader's inputs, a two_pass_reader.TwoPassBatch, or for the one-pass FiD reader anything
+    with .ctx (B, N, L), .ans_in and .ans_out (B, T); rng: a numpy Generator (fresh noise per call).
     """
     B, N = scores.shape
     k = min(k, N)
@@ -41,29 +45,31 @@ def gumbel_reranking_loss(scores, batch, reader_params, reader_cfg, rng, *, k, t
     G = gumbel_noise((B, k, N) if relaxation == "max" else (B, N), rng, dtype=scores.dtype) if noise else None
     # 2. the relaxed top-K mask (B, N)
     M, topk_cache = relaxed_topk_forward(scores, G, k, tau=tau, kappa=kappa, relaxation=relaxation)
-    # 3. the frozen reader reads every candidate, each document's attention weight scaled by its M
-    dtype = reader_params["tok_emb"].dtype
-    loss, reader_cache = reader_forward(reader_params, reader_cfg, batch.ctx, batch.ans_in, batch.ans_out,
-                                        M.astype(dtype))
-    # 4. back through the reader to the mask only: its parameters stay frozen (no encoder backward at all)
-    _, dM = reader_backward(1.0, reader_cache, param_grads=False)  # (B, N)
+    # 3. the frozen reader reads every candidate, each document's attention weight scaled by its M, and
+    # 4. back through the reader to the mask only: its parameters stay frozen
+    M = M.astype(reader_params["tok_emb"].dtype)
+    if isinstance(batch, TwoPassBatch):  # both reads see the same mask; dM sums both reads and the soft flags
+        loss, reader_cache = two_pass_forward(reader_params, reader_cfg, batch, M)
+        _, dM = two_pass_backward(1.0, reader_cache, param_grads=False)  # (B, N)
+    else:  # the one-pass FiD reader: no encoder backward at all (the mask only enters the decoder)
+        loss, reader_cache = reader_forward(reader_params, reader_cfg, batch.ctx, batch.ans_in, batch.ans_out, M)
+        _, dM = reader_backward(1.0, reader_cache, param_grads=False)  # (B, N)
     # 5. back through the relaxed top-K to the scores
     dscores = relaxed_topk_backward(dM.astype(scores.dtype), topk_cache)  # (B, N)
     return loss, dscores
 
 
-def gumbel_reranking_step(reranker_params, reader_params, reader_cfg, batch, rng, *, k, tau, kappa=1.0,
-                          relaxation="max", noise=True):
-    """(loss, reranker gradients): scores = reranker(q, d_1..d_N), then gumbel_reranking_loss, then back."""
-    scores, cache = reranker_forward(reranker_params, batch.question, batch.docs, pad_id=reader_cfg.pad_id)
+def gumbel_reranking_step(reranker_params, question, docs, reader_params, reader_cfg, batch, rng, *, k, tau,
+                          kappa=1.0, relaxation="max", noise=True):
+    """(loss, reranker gradients): scores = reranker(question (B, Lq), docs (B, N, Ld)), then
+    gumbel_reranking_loss on the reader's inputs ``batch``, then back into the reranker."""
+    scores, cache = reranker_forward(reranker_params, question, docs, pad_id=reader_cfg.pad_id)
     loss, dscores = gumbel_reranking_loss(scores, batch, reader_params, reader_cfg, rng, k=k, tau=tau,
                                           kappa=kappa, relaxation=relaxation, noise=noise)
     return loss, reranker_backward(dscores, cache)
 
 
-def rerank_and_read(reranker_params, reader_params, reader_cfg, batch, k):
-    """Inference: the hard top-K of the reranker's scores (no noise), then the reader's greedy answer
-    from those K documents only. Returns (answer tokens (B, T'), keep mask (B, N))."""
-    scores, _ = reranker_forward(reranker_params, batch.question, batch.docs, pad_id=reader_cfg.pad_id)
-    keep = topk_mask(np.asarray(scores), min(k, scores.shape[1])).astype(reader_params["tok_emb"].dtype)
-    return greedy_decode(reader_params, reader_cfg, batch.ctx, keep), keep
+def rerank(reranker_params, question, docs, k, *, pad_id=0):
+    """Inference: the hard top-K mask (B, N) of the reranker's scores, no noise and no relaxation."""
+    scores, _ = reranker_forward(reranker_params, question, docs, pad_id=pad_id)
+    return topk_mask(np.asarray(scores), min(k, scores.shape[1]))

@@ -42,6 +42,7 @@ from .ops import log_softmax_forward
 __all__ = [
     "REDUCTIONS",
     "DIRECTIONS",
+    "SUPERVISED_FORMS",
     "supervised_forward",
     "supervised_backward",
     "kl_distill_forward",
@@ -101,15 +102,25 @@ def _logsumexp(x, xp, axis: int):
 
 class SupervisedCache(NamedTuple):
     p: Any  # (B, N) softmax(w / τ_s), 0 at padding
-    q: Any  # (B, N) softmax restricted to gold, 0 elsewhere (and on excluded rows)
+    q: Any  # (B, N) "any": softmax restricted to gold; "each": uniform on gold; 0 elsewhere and on excluded rows
     row_weight: Any  # (B,) 1 / n_rows on rows with gold, 0 on excluded rows
     tau_s: float
     n_rows: int  # rows that entered the mean
     n_excluded: int  # rows without a gold document
 
 
-def supervised_forward(scores, gold, *, tau_s: float = 1.0):
-    """Multi-positive ``L = -log Σ_{i ∈ gold} softmax(w / τ_s)_i``, mean over the rows that have gold.
+SUPERVISED_FORMS = ("each", "any")
+
+
+def supervised_forward(scores, gold, *, tau_s: float = 1.0, form: str = "each"):
+    """Supervised reranking with the gold labels, mean over the rows that have gold:
+
+        form "each" (default)  L = -(1/|G|) Σ_{g ∈ G} log softmax(w / τ_s)_g   every gold document pushed up
+        form "any"             L = -log Σ_{g ∈ G} softmax(w / τ_s)_g           multi-positive
+
+    "any" is satisfied by ONE gold document on top, so it is no upper bound on Recall@K; "each" is the
+    pointwise upper bound (docs/method.md §8.1). Both have dz = p - q with z = w / τ_s: q is softmax
+    restricted to the gold for "any" and uniform on the gold for "each".
 
     scores (B, N) float (-inf = padding); gold (B, N) bool. A gold flag on a padded candidate is an error;
     rows with no gold are excluded from the mean (``cache.n_excluded``); a batch without any gold is an
@@ -118,6 +129,7 @@ def supervised_forward(scores, gold, *, tau_s: float = 1.0):
     fn = "supervised_forward"
     valid = _check_scores(fn, scores)
     tau_s = _check_tau(fn, "tau_s", tau_s)
+    check_choice(fn, "form", form, SUPERVISED_FORMS)
     gold = _check_like(fn, "gold", gold, valid.shape, kind="b")
     if bool((gold & ~valid).any()):
         fail(fn, "gold", gold, "True only on real candidates (it marks a padded -inf one)")
@@ -127,11 +139,17 @@ def supervised_forward(scores, gold, *, tau_s: float = 1.0):
     if n_rows == 0:
         fail(fn, "gold", gold, f"a True entry in at least one of the {gold.shape[0]} rows")
     logp = _log_softmax(scores / tau_s, xp)  # (B, N) -inf at padding
+    row_weight = has.astype(unbox(scores).dtype) / n_rows  # (B,)
+    if form == "each":
+        q = gold / xp.maximum(xp.sum(gold, axis=-1, keepdims=True), 1)  # (B, N) uniform on the gold
+        lg = xp.sum(xp.where(gold, logp, 0.0) * q, axis=-1)  # (B,) mean log p over the gold
+        loss = -xp.sum(row_weight * lg)
+        return loss, SupervisedCache(xp.exp(logp), q.astype(logp.dtype), row_weight, tau_s, n_rows,
+                                     int((~has).sum()))
     # rows without gold take their full logp as a finite stand-in; their weight is 0
     use = gold | ~has[:, None]  # (B, N)
     lg = xp.where(use, logp, -xp.inf)  # (B, N)
     lse = _logsumexp(lg, xp, axis=-1)  # (B, 1) log p(gold)
-    row_weight = has.astype(unbox(scores).dtype) / n_rows  # (B,)
     loss = -xp.sum(row_weight * lse[:, 0])
     q = xp.where(gold, xp.exp(lg - lse), 0.0)  # (B, N)
     return loss, SupervisedCache(xp.exp(logp), q, row_weight, tau_s, n_rows, int((~has).sum()))

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from mini_gumbel.experiment.cli import main
-from mini_gumbel.experiment.configs import METHODS
+from mini_gumbel.experiment.configs import METHODS, TUNED
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +22,9 @@ def test_demo_writes_results_table_and_plot(demo_out, capsys):
     res = json.loads((demo_out / "results.json").read_text())
     k = res["k"]
     rows = set(res["table"])
-    assert rows == {"untrained", "oracle (gold docs)", *METHODS}
+    assert rows == {"untrained", "oracle (gold docs)", *METHODS, *(f"{m} (tuned)" for m in TUNED)}
     for name, row in res["table"].items():
-        for key in (f"recall@{k}", f"all_gold@{k}", "mrr", f"ndcg@{k}", f"indirect_recall@{k}", "em", "f1"):
+        for key in (f"recall@{k}", f"all_gold@{k}", "mrr", f"ndcg@{k}", f"indirect_recall@{k}", "em", "f1", "em_two_hop"):
             assert 0.0 <= row[key]["mean"] <= 1.0, (name, key)
         assert row[f"recall@{k}"]["n"] == (1 if name.startswith("oracle") else 2)
     # the oracle puts every gold document in the top K
@@ -40,7 +40,7 @@ def test_demo_resumes_finished_runs(demo_out, capsys):
     before = json.loads((demo_out / "results.json").read_text())["table"]
     assert main(["demo", "--quick", "--out", str(demo_out), "--no-progress", "--seeds", "0", "1"]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("resumed from") == 2 * len(METHODS)
+    assert printed.count("reused the finished run") == 2 * (len(METHODS) + len(TUNED))
     assert json.loads((demo_out / "results.json").read_text())["table"] == before
 
 

@@ -37,7 +37,7 @@ def test_supervised_by_hand():
     Z = math.exp(1.0) + math.exp(2.0) + math.exp(0.5)  # 11.7561
     G = math.exp(1.0) + math.exp(0.5)  # 4.3670
     expected = -math.log(G / Z)  # 0.990292
-    loss, cache = supervised_forward(w, gold)
+    loss, cache = supervised_forward(w, gold, form="any")
     assert loss == pytest.approx(expected, rel=1e-13)
     assert expected == pytest.approx(0.990291799927838, rel=1e-12)
     # dL/dw_i = p_i - p(i | gold)
@@ -45,10 +45,28 @@ def test_supervised_by_hand():
     np.testing.assert_allclose(supervised_backward(1.0, cache), [dw], rtol=1e-12)
 
 
+def test_supervised_each_by_hand():
+    # form "each" (the default): L = -(log p_0 + log p_2) / 2 with p = softmax(1, 2, 0.5); dL/dw = p - (1/2, 0, 1/2)
+    w = np.array([[1.0, 2.0, 0.5]])
+    gold = np.array([[True, False, True]])
+    Z = math.exp(1.0) + math.exp(2.0) + math.exp(0.5)
+    p = [math.exp(1.0) / Z, math.exp(2.0) / Z, math.exp(0.5) / Z]
+    expected = -(math.log(p[0]) + math.log(p[2])) / 2  # 1.71437
+    loss, cache = supervised_forward(w, gold)
+    assert loss == pytest.approx(expected, rel=1e-13)
+    assert expected == pytest.approx(1.7143687841079447, rel=1e-12)
+    np.testing.assert_allclose(supervised_backward(1.0, cache), [[p[0] - 0.5, p[1], p[2] - 0.5]], rtol=1e-12)
+    # unlike "any", it is not satisfied by one gold document on top: a second gold one still pulls
+    w2 = np.array([[30.0, 0.0, 0.0]])
+    l_any, _ = supervised_forward(w2, gold, form="any")
+    l_each, _ = supervised_forward(w2, gold)
+    assert float(l_any) < 1e-12 and float(l_each) > 14.0
+
+
 def test_supervised_excludes_rows_without_gold_and_padding():
     w = np.array([[1.0, 2.0, 0.5, -np.inf], [0.3, -1.0, 0.0, 2.0]])  # row 0 padded at 3
     gold = np.array([[True, False, True, False], [False, False, False, False]])
-    loss, cache = supervised_forward(w, gold)
+    loss, cache = supervised_forward(w, gold, form="any")
     assert loss == pytest.approx(0.990291799927838, rel=1e-12)  # row 1 excluded: only row 0's loss
     assert cache.n_rows == 1 and cache.n_excluded == 1
     d = supervised_backward(1.0, cache)
@@ -206,6 +224,7 @@ def _problem(seed=0, B=3, N=5, T=4):
 CASES = [
     ("supervised", dict()),
     ("supervised", dict(tau_s=0.05)),
+    ("supervised", dict(form="any")),
     ("kl", dict()),
     ("kl", dict(reduction="batchmean", direction="R||T")),
     ("kl", dict(reduction="sum", tau_s=0.03, tau_g=0.02)),

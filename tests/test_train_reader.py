@@ -11,7 +11,8 @@ from mini_gumbel.experiment import cache as reader_cache
 from mini_gumbel.experiment import train_reader as tr
 from mini_gumbel.experiment.cache import load_or_train_reader
 from mini_gumbel.experiment.configs import MODES, TrainReaderConfig, default_reader_config
-from mini_gumbel.experiment.evaluate import evaluate_reader, format_em_table, no_doc_ctx
+from mini_gumbel.experiment.evaluate import CONDITIONS, evaluate_reader, format_em_table
+from mini_gumbel.experiment.readers import no_doc_batch
 from mini_gumbel.experiment.train_reader import document_masks, lr_at, train_reader
 
 # A tiny world: 3 types, 6 relations, 6 candidates, 40 names (chance EM ~ 1/40).
@@ -22,10 +23,10 @@ TINY_TRAIN = TrainReaderConfig(steps=8, batch_size=8, lr=3e-3, warmup=2, checkpo
                                dtype="float64")
 
 
-def tiny_reader(data_cfg=TINY_DATA, **kw):
+def tiny_reader(data_cfg=TINY_DATA, reader="two_pass", **kw):
     base = dict(d_model=16, d_ff=32, n_heads=2, n_enc_layers=1, n_dec_layers=1)
     base.update(kw)
-    return default_reader_config(data_cfg, **base)
+    return default_reader_config(data_cfg, reader, **base)
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +118,9 @@ def test_reader_must_read():
     """Trained for a few seconds: far above chance with the gold documents, at chance without them."""
     data = dataclasses.replace(TINY_DATA, n_train=2000)
     splits = make_dataset(data, 0)
-    r = tiny_reader(data, d_model=32, d_ff=64, n_dec_layers=2)
+    r = tiny_reader(data, "fid", d_model=32, d_ff=64, n_dec_layers=2)
     # mostly gold-only and gold-plus sets: the quickest way to a reader that reads (full sets come later)
-    train = TrainReaderConfig(steps=250, batch_size=16, lr=3e-3, warmup=10, dtype="float64",
+    train = TrainReaderConfig(reader="fid", steps=250, batch_size=16, lr=3e-3, warmup=10, dtype="float64",
                               mode_probs=(0.0, 0.0, 0.2, 0.7, 0.1, 0.0))
     params, report = train_reader(data, r, train, seed=0, progress=False, splits=splits)
     ev = report["test"]
@@ -139,14 +140,14 @@ def test_report_structure(tiny_splits):
         assert key in rep
     assert rep["loss_curve"][-1][0] == TINY_TRAIN.steps and len(rep["loss_curve"]) == TINY_TRAIN.steps // 2
     ev = rep["test"]
-    for cond in ("gold_only", "gold_in_k", "all_candidates", "random_k", "no_docs", "distractors_only"):
+    for cond in CONDITIONS:
         assert set(ev[cond]) == {"all", "single_hop", "two_hop"}
         assert all(0.0 <= v <= 1.0 for v in ev[cond].values())
     assert ev["n"]["all"] == TINY_DATA.n_test == ev["n"]["single_hop"] + ev["n"]["two_hop"]
     assert ev["k"] == TINY_DATA.k and 0 < ev["random_k_has_all_gold"] < 1
     json.dumps(rep)  # JSON-serialisable as is
     table = format_em_table(ev)
-    assert "gold only" in table and table.count("\n") == 7
+    assert "gold only" in table and table.count("\n") == len(CONDITIONS) + 1
 
 
 def test_evaluate_reader_is_deterministic_and_validates(tiny_splits):
@@ -163,9 +164,9 @@ def test_evaluate_reader_is_deterministic_and_validates(tiny_splits):
         evaluate_reader(p, r, ds.ctx, 3)
 
 
-def test_no_doc_ctx(tiny_splits):
+def test_no_doc_batch(tiny_splits):
     ds = tiny_splits.test
-    c = no_doc_ctx(ds)
+    c = no_doc_batch(ds, tiny_reader(reader="fid")).ctx
     assert c.shape == (len(ds), 1, ds.ctx.shape[2])
     for i in range(len(ds)):
         q = [t for t in ds.question[i] if t != 0]
@@ -245,3 +246,12 @@ def test_interrupt_saves_a_consistent_state(tmp_path, monkeypatch, tiny_splits):
     assert rep["steps_done"] == 4
     resumed, _ = train_reader(TINY_DATA, r, TINY_TRAIN, seed=0, out_dir=tmp_path, **kw)
     assert _same(resumed, full)
+
+
+def test_no_doc_batch_two_pass(tiny_splits):
+    """The two-pass reader without documents reads [w, ENT, SEP] alone, and no entity flag is set."""
+    ds = tiny_splits.test
+    x = no_doc_batch(ds, tiny_reader())
+    assert x.ctx1.shape == (len(ds), 1, 3 + ds.docs.shape[2]) and (x.ctx1[:, 0, 3:] == 0).all()
+    assert (x.ctx1[:, 0, 0] == ds.hop_words[:, 0]).all() and (x.ctx1[:, 0, 1:3] == [4, 3]).all()
+    assert (x.flags1 == 0).all()

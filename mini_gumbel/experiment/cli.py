@@ -23,7 +23,7 @@ from .. import __version__  # noqa: E402
 from ..atomic import atomic_write_json  # noqa: E402
 from ..timing import keep_freed_memory  # noqa: E402
 from .cache import save_reader  # noqa: E402
-from .configs import METHODS, RerankConfig, TrainReaderConfig, default_configs, quick_configs  # noqa: E402
+from .configs import METHODS, READERS, RerankConfig, TrainReaderConfig, default_configs, quick_configs  # noqa: E402
 from .demo import run_demo  # noqa: E402
 from .evaluate import format_em_table  # noqa: E402
 from .sweep import KAPPA_STDS, TAUS, run_sweep  # noqa: E402
@@ -37,13 +37,16 @@ def train_reader_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the data set, the initialisation and the batch/mask order")
     parser.add_argument("--steps", type=int, default=argparse.SUPPRESS,
-                        help=f"training steps (default: {TrainReaderConfig.steps}; {quick_configs().reader_train.steps} "
-                             "with --quick)")
+                        help=f"training steps (default: {TrainReaderConfig.steps} for two_pass, "
+                             f"{default_configs('fid').reader_train.steps} for fid; "
+                             f"{quick_configs().reader_train.steps} with --quick)")
     parser.add_argument("--out", default="runs/reader",
                         help="folder for reader.npz, reader_report.json and the resumable train_state.npz")
     parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                         help="continue from <out>/train_state.npz when it exists (it must match the "
                              "configuration); --no-resume starts over")
+    parser.add_argument("--reader", choices=READERS, default="two_pass",
+                        help="two_pass (default): decompose, then read twice; fid: the one-pass control")
     parser.add_argument("--quick", action="store_true",
                         help="smoke-test size: a small data set and reader, a few seconds; far from the EM targets")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS,
@@ -51,7 +54,7 @@ def train_reader_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def train_reader_run(args) -> int:
-    data_cfg, reader_cfg, train_cfg, _ = quick_configs() if args.quick else default_configs()
+    data_cfg, reader_cfg, train_cfg, _ = quick_configs(args.reader) if args.quick else default_configs(args.reader)
     if getattr(args, "steps", None) is not None:
         if args.steps < 1:
             raise SystemExit(f"train-reader: --steps={args.steps}; expected >= 1")
@@ -73,6 +76,7 @@ def train_reader_run(args) -> int:
     print(f"wrote {out / 'reader.npz'} and {out / 'reader_report.json'}")
     return 0
 
+
 # ----------------------------------------------------------------------------------------- demo
 def demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="directory for results.json, results.md, "
@@ -93,6 +97,11 @@ def demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--relaxation", choices=("max", "iterative", "st"), default=argparse.SUPPRESS,
                    help="relaxed top-K operator for Gumbel Reranking (default: the paper's 'max')")
     p.add_argument("--no-noise", action="store_true", help="Gumbel Reranking without Gumbel noise (ablation)")
+    p.add_argument("--reader", choices=READERS, default="two_pass",
+                   help="two_pass: the reader that reads the bridge and answer documents together; fid: the "
+                   "one-pass control that cannot use the bridge")
+    p.add_argument("--no-tuned", dest="tuned", action="store_false",
+                   help="skip the baselines' tuned rows (their values chosen by `mini-gumbel sweep --method`)")
     p.add_argument("--no-resume", action="store_true", help="ignore finished runs saved under --out/runs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -105,13 +114,18 @@ def demo_run(args) -> int:
     if args.no_noise:
         over["noise"] = False
     run_demo(out=args.out, seeds=tuple(args.seeds), methods=tuple(args.methods), quick=args.quick,
-             data_seed=args.data_seed, resume=not args.no_resume, rerank_overrides=over,
-             progress=not args.no_progress)
+             data_seed=args.data_seed, resume=not args.no_resume, rerank_overrides=over, reader=args.reader,
+             tuned=args.tuned, progress=not args.no_progress)
     return 0
+
 
 # ----------------------------------------------------------------------------------------- sweep
 def sweep_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=Path("runs/sweep"), help="directory for sweep.json and sweep.md")
+    p.add_argument("--out", type=Path, default=Path("runs/sweep"),
+                   help="directory for sweep-<method>.json and sweep-<method>.md")
+    p.add_argument("--method", choices=("gumbel", "pdist", "emdr", "loop", "adist"), default="gumbel",
+                   help="the method whose free values are swept (the grids: `mini_gumbel.experiment.sweep.grid`)")
+    p.add_argument("--reader", choices=READERS, default="two_pass", help="the reader the reranker trains against")
     p.add_argument("--quick", action="store_true", help="smoke-sized sweep")
     p.add_argument("--seed", type=int, default=0, help="reranker training seed")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the data set and of the reader")
@@ -122,9 +136,11 @@ def sweep_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def sweep_run(args) -> int:
-    run_sweep(out=args.out, quick=args.quick, seed=args.seed, data_seed=args.data_seed, taus=tuple(args.taus),
-              kappa_stds=tuple(args.kappa_stds), progress=not args.no_progress)
+    run_sweep(out=args.out, method=args.method, quick=args.quick, seed=args.seed, data_seed=args.data_seed,
+              taus=tuple(args.taus), kappa_stds=tuple(args.kappa_stds), reader=args.reader,
+              progress=not args.no_progress)
     return 0
+
 
 # ----------------------------------------------------------------------------------------- wiring
 # subcommand -> (add_arguments, run, one-line help)

@@ -20,38 +20,56 @@ import numpy as np
 from ..data import DataConfig, make_vocab
 from ..gumbel import RELAXATIONS
 from ..reader import ReaderConfig
+from ..two_pass_reader import READ_PREFIX
 from ..validate import check_choice, check_int, check_real, fail
 
-__all__ = ["MODES", "METHODS", "TrainReaderConfig", "RerankConfig", "ExperimentConfig", "default_reader_config",
+__all__ = ["MODES", "METHODS", "READERS", "FID_MODE_PROBS", "fid_train_config", "TUNED", "TrainReaderConfig", "RerankConfig", "ExperimentConfig", "default_reader_config",
            "default_configs", "quick_configs", "config_hash"]
 
 # the document sets the reader is trained on (mini_gumbel.experiment.train_reader.document_masks)
 MODES = ("full", "subset", "gold_plus", "gold_only", "distractors", "gold_targets")
 # the ways to train the reranker (mini_gumbel.experiment.train_reranker)
 METHODS = ("gumbel", "supervised", "pdist", "emdr", "loop", "adist")
+# the readers: the two-pass ("decompose, then read twice") reader, the default, which can use a bridge
+# document; and the one-pass FiD reader, the control that cannot (docs/method.md §6.6)
+READERS = ("two_pass", "fid")
+FID_MODE_PROBS = (0.2, 0.2, 0.35, 0.15, 0.1, 0.0)  # the one-pass reader's document sets (gold_targets off:
+# at 2000 steps it did not speed up entity matching)
 
 
 @dataclass(frozen=True)
 class TrainReaderConfig:
     """How the reader is trained. ``mode_probs`` are the probabilities of the document sets in ``MODES``."""
 
-    steps: int = 4000
+    reader: str = "two_pass"  # which reader is trained, from READERS
+    steps: int = 1200  # the one-pass control needs 4000 (fid_train_config)
     batch_size: int = 32
     lr: float = 2e-3
     warmup: int = 100  # linear warm-up steps, then cosine decay to lr * min_lr_ratio at the last step
     min_lr_ratio: float = 0.05
     clip_norm: float = 1.0
     weight_decay: float = 0.0
-    mode_probs: tuple = (0.2, 0.2, 0.35, 0.15, 0.1, 0.0)  # full, subset, gold_plus, gold_only, distractors,
-    # gold_targets (off by default: at 2000 steps it did not speed up entity matching)
+    mode_probs: tuple = (0.2, 0.15, 0.25, 0.1, 0.05, 0.25)  # full, subset, gold_plus, gold_only, distractors,
+    # gold_targets: the same-relation targets teach read 2 to pick the r2 fact about the flagged entity
+    # two-pass only: a two-hop example trains read 1 (inner question -> B) with probability hop1_share, else
+    # read 2 (outer question -> A) with its entity flags hard on B, all zero, or soft from the model's own
+    # read 1 on the same documents (no gradient), with probabilities flag_probs
+    hop1_share: float = 0.5
+    flag_probs: tuple = (0.5, 0.15, 0.35)
     checkpoint_every: int = 500  # steps between checkpoints when an out_dir is given
     dtype: str = "float32"  # training precision (float32 is ~1.6x faster here; evaluation uses the same)
     log_every: int = 50  # loss curve resolution in the report
 
     def __post_init__(self):
         fn = "TrainReaderConfig"
-        if isinstance(self.mode_probs, list):  # e.g. from JSON
-            object.__setattr__(self, "mode_probs", tuple(self.mode_probs))
+        for name in ("mode_probs", "flag_probs"):
+            if isinstance(getattr(self, name), list):  # e.g. from JSON
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        check_choice(fn, "reader", self.reader, READERS)
+        check_real(fn, "hop1_share", self.hop1_share, lo=0.0, hi=1.0)
+        q = self.flag_probs
+        if not isinstance(q, tuple) or len(q) != 3 or any(not x >= 0 for x in q) or abs(sum(q) - 1.0) > 1e-9:
+            fail(fn, "flag_probs", q, "3 non-negative numbers summing to 1 (hard, zero, soft)")
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             check_int(fn, name, getattr(self, name), lo=1)
         check_int(fn, "warmup", self.warmup, lo=0)
@@ -69,6 +87,7 @@ class TrainReaderConfig:
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["mode_probs"] = list(self.mode_probs)
+        d["flag_probs"] = list(self.flag_probs)
         return d
 
 
@@ -99,6 +118,7 @@ class RerankConfig:
     kl_reduction: str = "mean"
     emdr_per: str = "token"
     adist_mode: str = "atlas"
+    supervised_form: str = "each"  # every gold document pushed up (the upper bound); "any": multi-positive
 
     def __post_init__(self):
         fn = "RerankConfig"
@@ -114,6 +134,7 @@ class RerankConfig:
         check_choice(fn, "init", self.init, ("lexical", "random"))
         check_choice(fn, "emdr_per", self.emdr_per, ("token", "sequence"))
         check_choice(fn, "adist_mode", self.adist_mode, ("atlas", "fid"))
+        check_choice(fn, "supervised_form", self.supervised_form, ("each", "any"))
         check_choice(fn, "kl_reduction", self.kl_reduction, ("mean", "batchmean", "sum"))
         if not isinstance(self.noise, (bool, np.bool_)):
             fail(fn, "noise", self.noise, "True or False", TypeError)
@@ -128,6 +149,12 @@ class RerankConfig:
         return dataclasses.replace(self, **kw)
 
 
+# The baselines' values chosen by `mini-gumbel sweep --method M` on the dev split (the same budget and rule as
+# Gumbel Reranking's tau/kappa: best dev Recall@5, ties by dev indirect Recall@5; reranker seed 0, data seed 0,
+# the two-pass reader). The demo reports each baseline at Atlas's defaults and with these.
+TUNED: dict = {}
+
+
 class ExperimentConfig(NamedTuple):
     data: DataConfig
     reader: ReaderConfig
@@ -135,39 +162,47 @@ class ExperimentConfig(NamedTuple):
     rerank: RerankConfig
 
 
-def default_reader_config(data_cfg: DataConfig, **overrides) -> ReaderConfig:
-    """The reader this benchmark uses: vocabulary and lengths from the data, a small width (chosen so the
-    default training fits in a few minutes on 2 cores; see tools/bench_train_reader.py).
+def fid_train_config(**overrides) -> TrainReaderConfig:
+    """The one-pass FiD control's training: 4000 steps (it starts matching entities between steps 2000 and
+    3000, varying between runs) on FID_MODE_PROBS."""
+    return dataclasses.replace(TrainReaderConfig(reader="fid", steps=4000, mode_probs=FID_MODE_PROBS), **overrides)
 
-    Two heads of width 32 rather than four of 16: ~25% faster a step here, and the only change among those
-    measured (learning rate, 3 decoder layers, width 128, more same-relation training sets, fewer names,
-    up to 5000 steps) that made the reader match the question entity among distractors reliably
-    (single-hop EM with all N candidates 0.85-0.95 at 2500 steps, 1.00 by 4000; the step at which it starts
-    matching varies between runs, 2000-3000, so the default trains 4000 steps). None of them taught it
-    to follow a bridge across two documents within the budget: see the data card in mini_gumbel.data."""
+
+def default_reader_config(data_cfg: DataConfig, reader: str = "two_pass", **overrides) -> ReaderConfig:
+    """The reader this benchmark uses: vocabulary and lengths from the data, a small width.
+
+    d=64, 2 heads of width 32 (~25% faster a step here than 4 of 16), d_ff 128, 2 + 2 layers, for both
+    readers. The two-pass reader reads ``[w, ENT, SEP, doc]`` (READ_PREFIX + doc_len tokens) with the
+    exact-match flag vector; the one-pass FiD reader reads ``question ⊕ SEP ⊕ doc``. None of many one-pass
+    variants measured (learning rate, 3 decoder layers, width 128, more same-relation training sets, fewer
+    names, up to 10000 steps) learned to follow a bridge across two documents: docs/method.md §6.6."""
+    check_choice("default_reader_config", "reader", reader, READERS)
     v = make_vocab(data_cfg)
     kw = dict(vocab_size=len(v), d_model=64, n_heads=2, n_enc_layers=2, n_dec_layers=2, d_ff=128,
               max_ctx_len=data_cfg.ctx_len, max_ans_len=data_cfg.ans_len, pad_id=v.pad_id, bos_id=v.bos_id,
               eos_id=v.eos_id)
+    if reader == "two_pass":
+        kw.update(exact_match=True, max_ctx_len=READ_PREFIX + data_cfg.doc_len)
     kw.update(overrides)
     return ReaderConfig(**kw)
 
 
-def default_configs() -> ExperimentConfig:
-    """The demo's configuration: the data set's and the reader's defaults, and RerankConfig()."""
+def default_configs(reader: str = "two_pass") -> ExperimentConfig:
+    """The demo's configuration for ``reader``: the data set's and the reader's defaults, RerankConfig()."""
     data = DataConfig()
-    return ExperimentConfig(data, default_reader_config(data), TrainReaderConfig(), RerankConfig())
+    train = TrainReaderConfig() if reader == "two_pass" else fid_train_config()
+    return ExperimentConfig(data, default_reader_config(data, reader), train, RerankConfig())
 
 
-def quick_configs() -> ExperimentConfig:
+def quick_configs(reader: str = "two_pass") -> ExperimentConfig:
     """The smoke-test size of every command (--quick; CI): every code path in seconds. Its numbers mean
     nothing: the reader is far too small and too briefly trained to answer."""
     data = DataConfig(n_train=2000, n_dev=50, n_test=200)
-    reader_train = TrainReaderConfig(steps=150, batch_size=16, warmup=20, checkpoint_every=50,
+    reader_train = TrainReaderConfig(reader=reader, steps=150, batch_size=16, warmup=20, checkpoint_every=50,
                                      mode_probs=(0.1, 0.1, 0.2, 0.4, 0.05, 0.15))
-    reader = default_reader_config(data, d_model=32, d_ff=64, n_enc_layers=1, n_dec_layers=2)
+    reader_cfg = default_reader_config(data, reader, d_model=32, d_ff=64, n_enc_layers=1, n_dec_layers=2)
     rerank = RerankConfig(steps=20, batch_size=16, eval_every=10, n_train=128, dim=32)
-    return ExperimentConfig(data, reader, reader_train, rerank)
+    return ExperimentConfig(data, reader_cfg, reader_train, rerank)
 
 
 def config_hash(obj) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 from ..atomic import atomic_open, atomic_write_json, atomic_write_text
 from ..data import make_dataset
 from .cache import load_or_train_reader
-from .configs import METHODS, config_hash, default_configs, quick_configs
+from .configs import METHODS, TUNED, config_hash, default_configs, quick_configs
 from .evaluate import evaluate_ranker, format_em_table, format_table, mean_std
 from .train_reranker import compute_teachers, train_reranker
 
@@ -40,13 +40,19 @@ def progress_bar():
 
 
 def run_demo(*, out: Path, seeds=(0,), methods=METHODS, quick=False, data_seed=0, resume=True,
-             rerank_overrides: dict | None = None, progress=True, log=print) -> dict:
-    """Run the comparison and write the results; returns the results dict (also written to results.json)."""
+             rerank_overrides: dict | None = None, reader: str = "two_pass", tuned: bool = True, progress=True,
+             log=print) -> dict:
+    """Run the comparison and write the results; returns the results dict (also written to results.json).
+
+    Every method trains with the shared RerankConfig (the baselines at Atlas's defaults); with ``tuned`` each
+    baseline in TUNED also gets a row "<method> (tuned)" with the values `mini-gumbel sweep --method` chose
+    on the dev split under the same budget and rule as Gumbel Reranking's.
+    """
     t0 = time.perf_counter()
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     bar = progress_bar() if progress else None
-    data_cfg, reader_cfg, train_cfg, rerank_cfg = quick_configs() if quick else default_configs()
+    data_cfg, reader_cfg, train_cfg, rerank_cfg = quick_configs(reader) if quick else default_configs(reader)
     if rerank_overrides:
         rerank_cfg = rerank_cfg.replace(**rerank_overrides)
     k = rerank_cfg.k
@@ -63,39 +69,43 @@ def run_demo(*, out: Path, seeds=(0,), methods=METHODS, quick=False, data_seed=0
 
     base = {"data": repr(data_cfg), "reader": repr(reader_cfg), "reader_train": repr(train_cfg),
             "rerank": repr(rerank_cfg), "data_seed": data_seed}
-    runs = {}  # (method, seed) -> record
+    variants = [(m, m, rerank_cfg) for m in methods]  # (row label, method, config)
+    if tuned:
+        variants += [(f"{m} (tuned)", m, rerank_cfg.replace(**TUNED[m])) for m in methods if m in TUNED]
+    runs = {}  # (label, seed) -> record
     teachers = {}
-    for method in methods:
+    for label, method, cfg in variants:
         for seed in seeds:
-            key = config_hash({**base, "method": method, "seed": seed})
-            path = out / "runs" / f"{method}-seed{seed}.json"
+            key = config_hash({**base, "rerank": repr(cfg), "method": method, "seed": seed})
+            path = out / "runs" / f"{label.replace(' (tuned)', '-tuned')}-seed{seed}-{key[:8]}.json"
             if resume and path.exists():
                 rec = json.loads(path.read_text())
                 if rec.get("config_hash") == key:
-                    runs[(method, seed)] = rec
-                    log(f"{method} seed {seed}: resumed from {path}")
+                    runs[(label, seed)] = rec
+                    log(f"{label} seed {seed}: reused the finished run in {path}")
                     continue
             if method not in teachers:  # the teacher depends on the reader and data only, not the seed
                 n = min(rerank_cfg.n_train, len(splits.train))
                 teachers[method] = compute_teachers(method, reader_params, reader_cfg, splits.train.batch(np.arange(n)),
                                                     rerank_cfg, progress=bar)
             t = time.perf_counter()
-            run = train_reranker(method, reader_params, reader_cfg, splits.train, splits.dev, rerank_cfg, seed=seed,
+            run = train_reranker(method, reader_params, reader_cfg, splits.train, splits.dev, cfg, seed=seed,
                                  vocab_size=vocab_size, teachers=teachers[method], progress=bar)
             test = evaluate_ranker(run.params, splits.test, k, reader_params=reader_params, reader_cfg=reader_cfg)
             untrained = evaluate_ranker(run.init_params, splits.test, k, reader_params=reader_params,
                                         reader_cfg=reader_cfg)
-            rec = {"method": method, "seed": seed, "config_hash": key, "test": test, "untrained_test": untrained,
-                   "history": run.history, "seconds": time.perf_counter() - t}
+            rec = {"method": method, "label": label, "seed": seed, "config_hash": key, "rerank": repr(cfg),
+                   "test": test, "untrained_test": untrained, "history": run.history,
+                   "seconds": time.perf_counter() - t}
             atomic_write_json(path, rec)
-            runs[(method, seed)] = rec
-            log(f"{method} seed {seed}: Recall@{k} {test[f'recall@{k}']:.3f}  "
+            runs[(label, seed)] = rec
+            log(f"{label} seed {seed}: Recall@{k} {test[f'recall@{k}']:.3f}  "
                 f"indirect {test[f'indirect_recall@{k}']:.3f}  EM {test['em']:.3f}  ({rec['seconds']:.0f}s)")
 
     # the untrained reranker (same init for every method at a given seed) and the gold-document oracle
-    rows = {"untrained": [runs[(methods[0], s)]["untrained_test"] for s in seeds]}
-    for method in methods:
-        rows[method] = [runs[(method, s)]["test"] for s in seeds]
+    rows = {"untrained": [runs[(variants[0][0], s)]["untrained_test"] for s in seeds]}
+    for label, _, _ in variants:
+        rows[label] = [runs[(label, s)]["test"] for s in seeds]
     # the oracle ranks the gold documents first and hands the reader exactly the gold documents
     oracle_scores = splits.test.gold.astype(np.float64)
     rows["oracle (gold docs)"] = [evaluate_ranker(None, splits.test, k, reader_params=reader_params,
@@ -103,15 +113,16 @@ def run_demo(*, out: Path, seeds=(0,), methods=METHODS, quick=False, data_seed=0
                                                   reader_mask=splits.test.gold)]
     summary = {name: mean_std(recs) for name, recs in rows.items()}
     results = {
-        "k": k, "seeds": list(seeds), "data_seed": data_seed, "quick": quick,
+        "k": k, "seeds": list(seeds), "data_seed": data_seed, "quick": quick, "reader_kind": reader,
+        "tuned": {label: repr(cfg) for label, _, cfg in variants if label.endswith("(tuned)")},
         "configs": {"data": repr(data_cfg), "reader": repr(reader_cfg), "reader_train": repr(train_cfg),
                     "rerank": repr(rerank_cfg)},
         "reader": reader_info,
         "table": summary,
-        "curves": {m: [runs[(m, s)]["history"] for s in seeds] for m in methods},
+        "curves": {label: [runs[(label, s)]["history"] for s in seeds] for label, _, _ in variants},
         "seconds": time.perf_counter() - t0,
     }
-    table = format_table(summary, k, seeds)
+    table = format_table(summary, k, seeds, reader=reader, quick=quick)
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", table + "\n")
     plot_curves(results["curves"], k, out / "curves.png")

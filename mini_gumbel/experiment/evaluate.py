@@ -8,17 +8,19 @@ from __future__ import annotations
 import numpy as np
 
 from .. import metrics
-from ..data import Dataset
+from ..data import GOLD_BRIDGE, TARGET, Dataset
 from ..gumbel import topk_mask
 from ..metrics import exact_match
-from ..reader import ReaderConfig, greedy_decode
+from ..reader import ReaderConfig
 from ..reranker import reranker_forward
 from ..validate import check_int, check_type
+from .readers import no_doc_batch, predict, reader_inputs
 
-__all__ = ["CONDITIONS", "TABLE_METRICS", "no_doc_ctx", "evaluate_reader", "format_em_table", "batches",
+__all__ = ["CONDITIONS", "TABLE_METRICS", "evaluate_reader", "format_em_table", "batches",
            "score_all", "evaluate_ranker", "mean_std", "format_table"]
 
-CONDITIONS = ("gold_only", "gold_in_k", "all_candidates", "random_k", "no_docs", "distractors_only")
+CONDITIONS = ("all_candidates", "gold_in_k", "gold_only", "without_bridge_doc", "answer_doc_alone", "random_k",
+              "no_docs", "distractors_only")
 
 # (key in the metrics dict, column title); the key's @k suffix is filled in with K.
 TABLE_METRICS = (
@@ -28,23 +30,11 @@ TABLE_METRICS = (
     ("ndcg@{k}", "NDCG@{k}"),
     ("indirect_recall@{k}", "indirect Recall@{k}"),
     ("em", "EM"),
-    ("f1", "F1"),
+    ("em_two_hop", "two-hop EM"),
 )
 
 
 # ----------------------------------------------------------------------------------------- the reader
-def no_doc_ctx(ds: Dataset, pad_id: int = 0, sep_id: int = 3) -> np.ndarray:
-    """The question alone as the only encoder sequence: (S, 1, L) = question ⊕ SEP, padded."""
-    S, N, L = ds.ctx.shape
-    q = ds.question
-    n_q = (q != pad_id).sum(1)  # (S,)
-    pos = np.arange(L)[None, :]  # (1, L)
-    qpad = np.concatenate([q, np.full((S, max(L - q.shape[1], 0)), pad_id, q.dtype)], 1)[:, :L]  # (S, L)
-    out = np.where(pos < n_q[:, None], qpad, pad_id)  # (S, L) question tokens are left-packed
-    out = np.where(pos == n_q[:, None], sep_id, out)  # (S, L)
-    return out[:, None, :]  # (S, 1, L)
-
-
 def _random_k(S, N, k, rng, dtype):
     u = rng.random((S, N))
     rank = np.argsort(np.argsort(u, axis=1), axis=1)
@@ -60,24 +50,31 @@ def _gold_in_k(gold, k, rng, dtype):
 
 def evaluate_reader(params: dict, reader_cfg: ReaderConfig, dataset: Dataset, k: int, seed: int = 0, *,
                     batch_size: int = 250) -> dict:
-    """Greedy-decoding exact match on ``dataset`` under five document conditions, per question type.
+    """Greedy-decoding exact match on ``dataset`` under the document conditions of CONDITIONS, per
+    question type.
 
-    gold_only: the gold documents alone; gold_in_k: the gold documents plus random distractors up to K (what
-    a perfect reranker hands over); all_candidates: all N; random_k: K uniformly random candidates;
-    no_docs: the question alone as the only sequence (chance); distractors_only: every non-gold candidate.
-    Returns {condition: {"all": em, "single_hop": em, "two_hop": em}} plus "n" (question counts),
-    "k" and "random_k_has_all_gold" (the share of random-K sets that hold every gold document).
+    all_candidates: all N; gold_in_k: the gold documents plus random distractors up to K (what a perfect
+    reranker hands over); gold_only: the gold documents alone; without_bridge_doc: all N but gold document 1
+    (two-hop: the bridge is gone, so a reader that uses it drops to guessing among the r2 facts);
+    answer_doc_alone: gold document 2 plus only documents without the outer relation (gold 1 and the target
+    distractors removed: can the reader find the answer without the bridge's help, when nothing competes?);
+    random_k: K uniformly random candidates; no_docs: the question alone (chance); distractors_only: every
+    non-gold candidate. Returns {condition: {"all": em, "single_hop": em, "two_hop": em}} plus "n"
+    (question counts), "k" and "random_k_has_all_gold" (the share of random-K sets holding every gold one).
     """
     check_type("evaluate_reader", "dataset", dataset, Dataset)
     S, N, _ = dataset.ctx.shape
     check_int("evaluate_reader", "k", k, lo=1, hi=N)
     dtype = params["tok_emb"].dtype
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x6576]))
+    bridge_doc = dataset.kind == GOLD_BRIDGE  # (S, N)
     masks = {
-        "gold_only": dataset.gold.astype(dtype),
         "all_candidates": np.ones((S, N), dtype),
-        "random_k": _random_k(S, N, k, rng, dtype),
         "gold_in_k": _gold_in_k(dataset.gold, k, rng, dtype),
+        "gold_only": dataset.gold.astype(dtype),
+        "without_bridge_doc": (~bridge_doc).astype(dtype),
+        "answer_doc_alone": (~bridge_doc & (dataset.kind != TARGET)).astype(dtype),
+        "random_k": _random_k(S, N, k, rng, dtype),
         "distractors_only": (~dataset.gold).astype(dtype),
     }
     T = dataset.ans_out.shape[1]
@@ -86,11 +83,12 @@ def evaluate_reader(params: dict, reader_cfg: ReaderConfig, dataset: Dataset, k:
         hits = np.zeros(S)
         for lo in range(0, S, batch_size):
             sl = slice(lo, min(lo + batch_size, S))
+            b = dataset.batch(sl)
             if cond == "no_docs":
-                ctx, m = no_doc_ctx(dataset.batch(sl), reader_cfg.pad_id), None
+                x, m = no_doc_batch(b, reader_cfg), None
             else:
-                ctx, m = dataset.ctx[sl], masks[cond][sl]
-            pred = greedy_decode(params, reader_cfg, ctx, m, max_len=T)  # (b, T')
+                x, m = reader_inputs(b, reader_cfg), masks[cond][sl]
+            pred = predict(params, reader_cfg, x, m, max_len=T)  # (b, T')
             hits[sl] = [exact_match(p, g, pad_id=reader_cfg.pad_id, eos_id=reader_cfg.eos_id)
                         for p, g in zip(np.asarray(pred), dataset.ans_out[sl])]
         em[cond] = hits
@@ -110,8 +108,11 @@ def format_em_table(ev: dict) -> str:
     """A markdown table of evaluate_reader's output."""
     lines = [f"| documents given to the reader | all ({ev['n']['all']}) | single-hop ({ev['n']['single_hop']}) | "
              f"two-hop ({ev['n']['two_hop']}) |", "|---|---:|---:|---:|"]
-    names = {"gold_only": "gold only", "gold_in_k": f"gold + random to K={ev['k']}", "all_candidates": "all N candidates", "random_k": f"K={ev['k']} random",
-             "no_docs": "none (question only)", "distractors_only": "distractors only"}
+    names = {"all_candidates": "all N candidates", "gold_in_k": f"gold + random to K={ev['k']}",
+             "gold_only": "gold only", "without_bridge_doc": "all but the bridge document (gold 1)",
+             "answer_doc_alone": "gold 2, no other outer-relation document, no gold 1",
+             "random_k": f"K={ev['k']} random", "no_docs": "none (question only)",
+             "distractors_only": "distractors only"}
     fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
     for cond in CONDITIONS:
         r = ev[cond]
@@ -152,10 +153,15 @@ def evaluate_ranker(params, data, k: int, *, reader_params=None, reader_cfg=None
             b = data.batch(idx)
             keep = topk_mask(scores[idx], k) if reader_mask is None else reader_mask[idx]  # (B, N) hard, no noise
             keep = keep.astype(reader_params["tok_emb"].dtype)
-            preds.append(greedy_decode(reader_params, reader_cfg, b.ctx, keep, max_len=b.ans_out.shape[1]))
+            preds.append(predict(reader_params, reader_cfg, reader_inputs(b, reader_cfg), keep,
+                                 max_len=b.ans_out.shape[1]))
         pred = np.concatenate([np.asarray(p) for p in preds], axis=0)
-        out["em"] = metrics.mean_exact_match(pred, data.ans_out, pad_id=reader_cfg.pad_id, eos_id=reader_cfg.eos_id)
-        out["f1"] = metrics.mean_token_f1(pred, data.ans_out, pad_id=reader_cfg.pad_id, eos_id=reader_cfg.eos_id)
+        ids = dict(pad_id=reader_cfg.pad_id, eos_id=reader_cfg.eos_id)
+        out["em"] = metrics.mean_exact_match(pred, data.ans_out, **ids)
+        out["f1"] = metrics.mean_token_f1(pred, data.ans_out, **ids)  # = EM here: every answer is one token
+        two = data.hops == 2
+        if two.any():
+            out["em_two_hop"] = metrics.mean_exact_match(pred[two], data.ans_out[two], **ids)
     return out
 
 
@@ -169,7 +175,7 @@ def mean_std(recs: list) -> dict:
     return out
 
 
-def format_table(summary: dict, k: int, seeds) -> str:
+def format_table(summary: dict, k: int, seeds, *, reader: str = "two_pass", quick: bool = False) -> str:
     """A markdown table: a row per method, a column per metric, mean ± std over the seeds (in %)."""
     cols = [(key.format(k=k), title.format(k=k)) for key, title in TABLE_METRICS]
     lines = ["| method | " + " | ".join(t for _, t in cols) + " |", "|---|" + "---:|" * len(cols)]
@@ -183,6 +189,9 @@ def format_table(summary: dict, k: int, seeds) -> str:
             cells.append(f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if n > 1 else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append(f"Test split, hard top-{k} of the reranker scores; mean ± std over seeds {list(seeds)} "
-                 f"(the oracle is deterministic).")
+    spread = f"mean ± std over reranker seeds {list(seeds)}" if len(seeds) > 1 else f"reranker seed {seeds[0]}"
+    lines.append(f"Test split, percent; hard top-{k} of the reranker's scores, the {reader.replace('_', '-')} reader "
+                 f"answering from those {k}; {spread} (the oracle is deterministic).")
+    if quick:
+        lines.append("--quick: a smoke test of every code path; its numbers mean nothing.")
     return "\n".join(lines)

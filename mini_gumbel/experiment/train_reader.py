@@ -38,13 +38,15 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data import TARGET, DataConfig, Splits, make_dataset
 from ..optim import adam_init, adam_step, state_from_arrays, state_to_arrays
 from ..reader import ReaderConfig, init_reader, reader_backward, reader_forward
+from ..two_pass_reader import READ_PREFIX, entity_flags, soft_flags, two_pass_first_hop
 from ..validate import check_int, check_type, fail
 from .configs import MODES, TrainReaderConfig, default_reader_config
 from .evaluate import evaluate_reader
+from .readers import two_pass_inputs
 
-__all__ = ["FORMAT_VERSION", "TrainState", "document_masks", "lr_at", "train_reader"]
+__all__ = ["FORMAT_VERSION", "TrainState", "document_masks", "one_read_each", "lr_at", "train_reader"]
 
-FORMAT_VERSION = 1  # bump when training changes so that cached readers are retrained
+FORMAT_VERSION = 2  # bump when training changes so that cached readers are retrained
 
 
 class TrainState(NamedTuple):
@@ -99,9 +101,38 @@ def lr_at(step: int, cfg: TrainReaderConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
+def one_read_each(params, cfg: ReaderConfig, b, mask, rng: np.random.Generator, train_cfg: TrainReaderConfig):
+    """The two-pass reader's pretraining batch: ONE teacher-forced read per example -> (ctx, flags, ans_in,
+    ans_out), each (B, N, L) or (B, T).
+
+    single-hop  read (q_r, flags on E1) -> A
+    two-hop     with probability hop1_share read 1: (q_inner, flags on E1) -> B; otherwise read 2:
+                (q_outer, flags) -> A with the flags hard on B, all zero (the reader must then find the r2
+                fact on its own), or soft from the current model's own read 1 on the same documents (no
+                gradient: what read 2 sees at inference), with probabilities flag_probs.
+    """
+    x = two_pass_inputs(b)
+    B = len(b)
+    two = b.hops == 2  # (B,)
+    hop1 = ~two | (rng.random(B) < train_cfg.hop1_share)  # (B,) rows that train read 1
+    kind = rng.choice(3, size=B, p=np.asarray(train_cfg.flag_probs, np.float64))  # (B,) hard / zero / soft
+    dtype = params["tok_emb"].dtype
+    flags2 = np.where((kind == 0)[:, None, None], entity_flags(x.ctx2, b.bridge), 0.0)  # (B, N, L)
+    soft = ~hop1 & (kind == 2)  # (B,)
+    if soft.any():
+        p1 = two_pass_first_hop(params, cfg, x.ctx1[soft], x.flags1[soft].astype(dtype), mask[soft])  # (b, V)
+        flags2[soft] = soft_flags(x.ctx2[soft], np.asarray(p1))
+    h = hop1[:, None, None]  # (B, 1, 1)
+    ctx = np.where(h, x.ctx1, x.ctx2)  # (B, N, L)
+    flags = np.where(h, x.flags1, flags2).astype(dtype)  # (B, N, L)
+    ans_in = np.where(hop1[:, None], x.ans1_in, x.ans_in)  # (B, T)
+    ans_out = np.where(hop1[:, None], x.ans1_out, x.ans_out)  # (B, T)
+    return ctx, flags, ans_in, ans_out
+
+
 # ----------------------------------------------------------------------------------------- training
 def _ckpt_config(data_cfg, reader_cfg, train_cfg, seed) -> dict:
-    return {"what": "mini_gumbel.readertrain state", "format_version": FORMAT_VERSION, "seed": int(seed),
+    return {"what": "mini_gumbel.experiment.train_reader state", "format_version": FORMAT_VERSION, "seed": int(seed),
             "data": data_cfg.as_dict(), "reader": dataclasses.asdict(reader_cfg), "train": train_cfg.as_dict()}
 
 
@@ -122,10 +153,13 @@ def train_reader(data_cfg: Optional[DataConfig] = None, reader_cfg: Optional[Rea
     fn = "train_reader"
     data_cfg = DataConfig() if data_cfg is None else data_cfg
     train_cfg = TrainReaderConfig() if train_cfg is None else train_cfg
-    reader_cfg = default_reader_config(data_cfg) if reader_cfg is None else reader_cfg
+    reader_cfg = default_reader_config(data_cfg, train_cfg.reader) if reader_cfg is None else reader_cfg
     check_type(fn, "data_cfg", data_cfg, DataConfig)
     check_type(fn, "reader_cfg", reader_cfg, ReaderConfig)
     check_type(fn, "train_cfg", train_cfg, TrainReaderConfig)
+    if reader_cfg.exact_match != (train_cfg.reader == "two_pass"):
+        fail(fn, "reader_cfg.exact_match", reader_cfg.exact_match,
+             f"{train_cfg.reader == 'two_pass'} for train_cfg.reader={train_cfg.reader!r}")
     check_int(fn, "seed", seed, lo=0)
     if max_steps_this_call is not None:
         check_int(fn, "max_steps_this_call", max_steps_this_call, lo=0)
@@ -133,9 +167,10 @@ def train_reader(data_cfg: Optional[DataConfig] = None, reader_cfg: Optional[Rea
     ds = splits.train
     if len(splits.vocab) != reader_cfg.vocab_size:
         fail(fn, "reader_cfg.vocab_size", reader_cfg.vocab_size, f"the data's vocabulary size {len(splits.vocab)}")
-    if ds.ctx.shape[2] > reader_cfg.max_ctx_len or ds.ans_in.shape[1] > reader_cfg.max_ans_len:
+    L = READ_PREFIX + ds.docs.shape[2] if train_cfg.reader == "two_pass" else ds.ctx.shape[2]
+    if L > reader_cfg.max_ctx_len or ds.ans_in.shape[1] > reader_cfg.max_ans_len:
         fail(fn, "reader_cfg.max_ctx_len, max_ans_len", (reader_cfg.max_ctx_len, reader_cfg.max_ans_len),
-             f">= the data's L={ds.ctx.shape[2]}, T={ds.ans_in.shape[1]}")
+             f">= the reader's L={L}, T={ds.ans_in.shape[1]}")
     dtype = np.dtype(train_cfg.dtype)
     config = _ckpt_config(data_cfg, reader_cfg, train_cfg, seed)
     ckpt = None if out_dir is None else Path(out_dir) / "train_state.npz"
@@ -175,7 +210,11 @@ def train_reader(data_cfg: Optional[DataConfig] = None, reader_cfg: Optional[Rea
             b = ds.batch(idx)
             modes = rng.choice(len(MODES), size=len(idx), p=probs)  # (B,)
             mask = document_masks(b.gold, modes, rng, dtype, targets=b.kind == TARGET)  # (B, N)
-            loss, cache = reader_forward(st.params, reader_cfg, b.ctx, b.ans_in, b.ans_out, mask)
+            if train_cfg.reader == "two_pass":
+                ctx, flags, ans_in, ans_out = one_read_each(st.params, reader_cfg, b, mask, rng, train_cfg)
+            else:
+                ctx, flags, ans_in, ans_out = b.ctx, None, b.ans_in, b.ans_out
+            loss, cache = reader_forward(st.params, reader_cfg, ctx, ans_in, ans_out, mask, flags=flags)
             grads, _ = reader_backward(1.0, cache)
             new_params, new_adam, _ = adam_step(st.params, grads, st.adam, lr=lr_at(st.step, train_cfg),
                                                 weight_decay=train_cfg.weight_decay, clip_norm=train_cfg.clip_norm)

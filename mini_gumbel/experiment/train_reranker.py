@@ -26,11 +26,11 @@ import numpy as np
 from .. import losses
 from ..gumbel_reranking import gumbel_reranking_loss
 from ..optim import adam_init, adam_step
-from ..reader import reader_forward
 from ..reranker import init_reranker, reranker_backward, reranker_forward
 from ..validate import check_choice
 from .configs import METHODS, RerankConfig
 from .evaluate import batches, evaluate_ranker
+from .readers import answer_nll, final_read_attention, one_doc_logprobs, reader_inputs
 
 __all__ = ["RerankRun", "compute_teachers", "method_loss", "train_reranker"]
 
@@ -46,27 +46,12 @@ class RerankRun(NamedTuple):
 # teachers of the distillation baselines (no gradient: the reader is frozen and the teacher is a constant)
 
 
-def _one_doc_logprobs(reader_params, reader_cfg, ctx, ans_in, ans_out):
-    """Token log-probs with the reader given ONE document at a time: (B, N, T)."""
-    B, N, L = ctx.shape
-    T = ans_in.shape[1]
-    _, cache = reader_forward(
-        reader_params, reader_cfg, ctx.reshape(B * N, 1, L),  # (B*N, 1, L): each document alone
-        np.repeat(ans_in, N, axis=0), np.repeat(ans_out, N, axis=0),  # (B*N, T)
-    )
-    return np.asarray(cache.logprobs).reshape(B, N, T)  # (B, N, T)
-
-
-def _leave_one_out_nll(reader_params, reader_cfg, ctx, ans_in, ans_out):
+def _leave_one_out_nll(reader_params, reader_cfg, inputs, B: int, N: int):
     """Mean answer NLL with all documents but d_i, for every i: (B, N). Masking d_i to 0 with DMA is exactly
-    dropping it (tested in the reader), so each row is one reader pass over N documents."""
-    B, N, L = ctx.shape
+    dropping it (tested for both readers), so each row is one reader pass over N documents."""
     drop = 1.0 - np.eye(N)  # (N, N): row i keeps every document but i
-    _, cache = reader_forward(
-        reader_params, reader_cfg, np.repeat(ctx, N, axis=0),  # (B*N, N, L)
-        np.repeat(ans_in, N, axis=0), np.repeat(ans_out, N, axis=0),
-        mask=np.tile(drop, (B, 1)).astype(reader_params["tok_emb"].dtype),  # (B*N, N)
-    )
+    rep = type(inputs)._make(np.repeat(f, N, axis=0) for f in inputs)  # every example N times
+    _, cache = answer_nll(reader_params, reader_cfg, rep, np.tile(drop, (B, 1)).astype(reader_params["tok_emb"].dtype))
     return np.asarray(cache.nll).reshape(B, N)  # (B, N)
 
 
@@ -82,15 +67,17 @@ def compute_teachers(method: str, reader_params, reader_cfg, data, cfg: RerankCo
     it = list(batches(len(data), chunk))
     for idx in (progress(it, desc=f"{method} teacher") if progress else it):
         b = data.batch(idx)
+        x = reader_inputs(b, reader_cfg)
+        B, N = b.gold.shape
         tmask = b.ans_out != reader_cfg.pad_id  # (B, T)
         if method in ("pdist", "emdr"):
-            lp = _one_doc_logprobs(reader_params, reader_cfg, b.ctx, b.ans_in, b.ans_out)  # (B, N, T)
+            lp = one_doc_logprobs(reader_params, reader_cfg, x)  # (B, N, T)
             out.append(lp if method == "emdr" else losses.pdist_teacher(lp, tmask))
         elif method == "loop":
-            out.append(losses.loop_teacher(_leave_one_out_nll(reader_params, reader_cfg, b.ctx, b.ans_in, b.ans_out)))
-        else:  # adist: one full pass with the attention exposed
-            _, cache = reader_forward(reader_params, reader_cfg, b.ctx, b.ans_in, b.ans_out, need_attn=True)
-            out.append(losses.adist_teacher(cache.xattn, cache.key_pad, tmask, b.ctx.shape[1], mode=cfg.adist_mode))
+            out.append(losses.loop_teacher(_leave_one_out_nll(reader_params, reader_cfg, x, B, N)))
+        else:  # adist: one full pass with the attention of the answering read exposed
+            xattn, key_pad = final_read_attention(reader_params, reader_cfg, x)
+            out.append(losses.adist_teacher(xattn, key_pad, tmask, N, mode=cfg.adist_mode))
     return {"teacher": np.concatenate(out, axis=0)}
 
 
@@ -103,10 +90,11 @@ def method_loss(method: str, scores, batch, teacher, cfg: RerankConfig, *, reade
     """The loss of ``method`` on one batch and its gradient with respect to the reranker scores (B, N)."""
     check_choice("method_loss", "method", method, METHODS)
     if method == "gumbel":
-        return gumbel_reranking_loss(scores, batch, reader_params, reader_cfg, rng, k=cfg.k, tau=cfg.tau_at(step),
+        return gumbel_reranking_loss(scores, reader_inputs(batch, reader_cfg), reader_params, reader_cfg, rng,
+                                     k=cfg.k, tau=cfg.tau_at(step),
                                      kappa=cfg.kappa, relaxation=cfg.relaxation, noise=cfg.noise)
     if method == "supervised":
-        loss, cache = losses.supervised_forward(scores, batch.gold)
+        loss, cache = losses.supervised_forward(scores, batch.gold, form=cfg.supervised_form)
         return loss, losses.supervised_backward(1.0, cache)
     if method == "emdr":
         tmask = batch.ans_out != reader_cfg.pad_id  # (B, T)
