@@ -26,9 +26,10 @@ The per-example loss is read 1's answer NLL on single-hop rows and read 2's on t
     nll_b = [hops_b = 1] nll¹_b + [hops_b = 2] nll²_b,        loss = mean_b nll_b
 
 Both reads use the same mask M. Each read is a FiD reader with DMA, so a 0/1 mask equals running both reads
-on the selected documents only, and the mask gradient (finite at M_i = 0) sums two paths:
+on the selected documents only, and the mask gradient (finite at M_i = 0) sums over both reads:
 
-    dL/dM = ∂nll²/∂M  +  ∂nll¹/∂M [single-hop rows]  +  ∂logits¹[:, 0]/∂M · softmax'(p1) · ∂flags2/∂p1 · ∂nll²/∂flags2
+    dL/dM = ∂L/∂M (read 2, direct)  +  ∂L/∂M (read 1: its own NLL on single-hop rows, and on two-hop rows
+            the chain  ∂L/∂flags2 -> ∂L/∂p1 -> ∂L/∂logits¹[:, 0] = p1 ⊙ (dp1 − <dp1, p1>) -> M)
 
 with ∂flags2/∂p1 a one-hot matmul: dp1[b, v] = Σ_{n,l: ctx2[b,n,l] = v} keep[b,n,l] · dflags2[b,n,l].
 
@@ -103,7 +104,9 @@ def soft_flags(ctx, p, *, pad_id=0):
     fn = "soft_flags"
     c = check_array(fn, "ctx", ctx, ndim=3, kind="iu")
     B = c.shape[0]
-    pr = check_array(fn, "p", p, shape=(B, None), finite=True, nonneg=True)
+    pr = check_array(fn, "p", p, ndim=2, finite=True, nonneg=True)
+    if pr.shape[0] != B:
+        fail(fn, "p.shape", pr.shape, f"(B={B}, V) like ctx.shape={c.shape}")
     check_token_ids(fn, "ctx", c, ndim=3, vocab_size=pr.shape[1])
     pad_id = check_int(fn, "pad_id", pad_id, lo=0)
     xp = get_xp(p)
@@ -112,7 +115,8 @@ def soft_flags(ctx, p, *, pad_id=0):
 
 
 def soft_flags_backward(dflags, ctx, V, *, pad_id=0):
-    """dp (B, V) of soft_flags, as a one-hot matmul (no scatter-add): dp[b] = Σ_s keep·dflags[b, s] onehot(ctx[b, s])."""
+    """dp (B, V) of soft_flags as a one-hot matmul (no scatter-add):
+    dp[b] = Σ_s keep[b, s] dflags[b, s] onehot(ctx[b, s])."""
     xp = get_xp(dflags)
     B, N, L = ctx.shape
     # flags = p[b, ctx] * keep
@@ -179,7 +183,9 @@ def two_pass_forward(params, cfg, batch, mask=None):
     validated by reader_forward (a message names the read's argument, e.g. ``ctx`` for ctx1 or ctx2)."""
     fn = "two_pass_forward"
     _check_two_pass(cfg, fn)
-    check_type(fn, "batch", batch, TwoPassBatch)
+    if not isinstance(batch, TwoPassBatch):
+        fail(fn, "batch", f"<a {type(batch).__name__}>", "a TwoPassBatch(ctx1, flags1, ans1_in, ans1_out, ctx2, "
+             "ans_in, ans_out, hops)", TypeError)
     ctx1 = check_token_ids(fn, "batch.ctx1", batch.ctx1, ndim=3, vocab_size=cfg.vocab_size)
     ctx2 = check_token_ids(fn, "batch.ctx2", batch.ctx2, ndim=3, vocab_size=cfg.vocab_size)
     if ctx2.shape != ctx1.shape:
@@ -208,7 +214,7 @@ def two_pass_forward(params, cfg, batch, mask=None):
         nll = nll + sel @ c2.nll  # (B,)
         T = max(logprobs.shape[1], c2.logprobs.shape[1])
         logprobs = _pad_cols(logprobs, T, 0.0) + sel @ _pad_cols(c2.logprobs, T, 0.0)  # (B, T)
-    loss = xp.mean(nll) if xp is np or not hasattr(nll, "_value") else get_xp(nll).mean(nll)
+    loss = get_xp(nll).mean(nll)  # ()
     cache = TwoPassCache(logprobs, nll, p1, flags2, c1, c2, two_hop, sel, one_hop, sub2, cfg)
     return loss, cache
 
