@@ -156,6 +156,8 @@ class GradReport(NamedTuple):
     autograd_rel_error: dict  # per input: ||autograd - hand|| / max(||hand||, floor)
     mutated_fd_rel_error: float  # the same FD check on the hand gradient scaled by ``mutation``
     mutated_autograd_rel_error: dict  # per input, the autograd comparison of the scaled gradient
+    fd_numeric: float = float("nan")  # the finite-difference directional derivative of step 1
+    fd_analytic: float = float("nan")  # <grad, v> for the same direction (0 when the probe does not move the loss)
 
 
 def check_grads(
@@ -170,6 +172,8 @@ def check_grads(
     mask: Mapping[str, np.ndarray] | None = None,
     use_autograd: bool = True,
     mutation: float = 1.01,
+    eps: float = 1e-6,
+    fd_forward: Callable | None = None,
 ) -> GradReport:
     """Check a hand-written backward three ways; raise ``AssertionError`` naming what failed.
 
@@ -185,6 +189,13 @@ def check_grads(
        (the floor covers gradients that are exactly 0);
     3. the mutation: the hand gradient scaled by ``mutation`` (1% off by default) must fail both (1) and
        (2) for every input whose gradient is not 0. A check that cannot fail raises too.
+
+    eps          the finite-difference step of (1); a smaller one for functions that vary on a small scale
+                 (e.g. scores divided by a temperature of 0.01)
+    fd_forward   the forward whose finite differences (1) takes, when it is not ``forward`` itself: for a
+                 straight-through estimator, whose forward is piecewise constant (finite differences see 0),
+                 the smooth surrogate whose gradient the backward returns. Autograd (2) still traces
+                 ``forward``, whose traced graph must carry the surrogate's gradient.
     """
     if rng is None:
         rng = np.random.default_rng(0)
@@ -195,16 +206,21 @@ def check_grads(
         raise TypeError("check_grads: backward must return a non-empty dict {input name: gradient}")
     grads = {k: np.asarray(to_numpy(g), dtype=np.float64) for k, g in grads.items()}
 
-    def loss(d):
-        o = forward(d)[0]
-        if is_traced(o):
-            return get_xp(o).sum(o * R)
-        return float(np.sum(np.asarray(to_numpy(o)) * R))
+    def projected(fwd):
+        def loss(d):
+            o = fwd(d)[0]
+            if is_traced(o):
+                return get_xp(o).sum(o * R)
+            return float(np.sum(np.asarray(to_numpy(o)) * R))
 
+        return loss
+
+    loss = projected(forward)
+    fd_loss = loss if fd_forward is None else projected(fd_forward)
     seed = int(rng.integers(2**31))
-    fd = directional_check(loss, inputs, grads, rng=np.random.default_rng(seed), mask=mask)
+    fd = directional_check(fd_loss, inputs, grads, eps=eps, rng=np.random.default_rng(seed), mask=mask)
     mutated = {k: g * mutation for k, g in grads.items()}
-    fd_bad = directional_check(loss, inputs, mutated, rng=np.random.default_rng(seed), mask=mask)
+    fd_bad = directional_check(fd_loss, inputs, mutated, eps=eps, rng=np.random.default_rng(seed), mask=mask)
     if not fd.rel_error < tol:
         raise AssertionError(f"check_grads: finite differences disagree: rel error {fd.rel_error:.3g} >= tol {tol:g} "
                              f"(numeric {fd.numeric:.12g}, analytic {fd.analytic:.12g})")
@@ -231,5 +247,5 @@ def check_grads(
             if np.linalg.norm(g) > floor * autograd_tol and not ag_bad[k] > autograd_tol:
                 raise AssertionError(f"check_grads: {k!r} scaled by {mutation} still passes the autograd "
                                      f"comparison ({ag_bad[k]:.3g} <= {autograd_tol:g}): the check cannot fail")
-    return GradReport(fd.rel_error, ag, fd_bad.rel_error, ag_bad)
+    return GradReport(fd.rel_error, ag, fd_bad.rel_error, ag_bad, fd.numeric, fd.analytic)
 

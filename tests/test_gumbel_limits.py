@@ -1,4 +1,4 @@
-"""mini_gumbel.gumbel: gradients, closed-form limits (METHOD.md §3-5), input validation, dtypes, CuPy parity.
+"""mini_gumbel.gumbel: gradients, closed-form limits (docs/method.md §3-5), input validation, dtypes, CuPy parity.
 
 Monte Carlo statistics of the noise and of the masks are in test_gumbel_stats.py.
 """
@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.special import softmax as scipy_softmax
 
-from mini_gumbel.gradcheck import directional_check, probe, rel_error
+from mini_gumbel.gradcheck import check_grads, probe, rel_error
 from mini_gumbel.gumbel import (
     RELAXATIONS,
     gumbel_noise,
@@ -20,7 +20,7 @@ from mini_gumbel.gumbel import (
     topk_mask,
 )
 
-TOL = 1e-6  # directional finite differences, float64 (gradcheck: a correct gradient gives ~1e-9)
+TOL = 1e-6  # directional finite differences, float64 (check_grads' default: a correct gradient gives ~1e-9)
 
 
 def noise_for(relaxation, scores_shape, k, rng, dtype=np.float64):
@@ -29,19 +29,17 @@ def noise_for(relaxation, scores_shape, k, rng, dtype=np.float64):
     return gumbel_noise(shape, rng, dtype=dtype)
 
 
-def relaxed_loss_fn(relaxation, noise, k, R, tau, kappa):
-    """loss(w) = sum(M(w) * R) of the relaxation whose gradient the relaxation's backward returns.
+def check_relaxation(relaxation, w, noise, k, tau, kappa, rng, *, mask=None):
+    """check_grads on M(w): finite differences, autograd of the same forward, the 1% mutation must fail.
 
     "st" returns the gradient of the iterative relaxation by definition, so its finite difference is taken
-    on that relaxation (its own forward is piecewise constant).
+    on that relaxation (its own forward is piecewise constant); autograd traces the st forward itself.
     """
-    fwd_relaxation = "iterative" if relaxation == "st" else relaxation
+    def forward(rel):
+        return lambda d: relaxed_topk_forward(d["w"], noise, k, tau=tau, kappa=kappa, relaxation=rel)
 
-    def f(inputs):
-        M, _ = relaxed_topk_forward(inputs["w"], noise, k, tau=tau, kappa=kappa, relaxation=fwd_relaxation)
-        return float(np.sum(M * R))
-
-    return f
+    return check_grads(forward(relaxation), lambda R, c: {"w": relaxed_topk_backward(R, c)}, {"w": w}, rng=rng,
+                       mask=mask, fd_forward=forward("iterative") if relaxation == "st" else None)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -73,9 +71,9 @@ def test_backward_matches_directional_finite_difference(relaxation, use_noise, s
     if shape[-1] == 1:  # a single candidate is always fully selected: M = 1, dM/dw = 0 exactly
         assert np.all(M == 1.0) and np.all(dw == 0.0)
         return
-    res = directional_check(relaxed_loss_fn(relaxation, noise, k, R, tau, kappa), {"w": w}, {"w": dw}, rng=rng)
-    assert res.rel_error < TOL, res
-    assert abs(res.analytic) > 1e-8  # the probe direction actually moves the loss
+    rep = check_relaxation(relaxation, w, noise, k, tau, kappa, rng)
+    assert rep.fd_rel_error < TOL, rep
+    assert abs(rep.fd_analytic) > 1e-8  # the probe direction actually moves the loss
 
 
 @pytest.mark.parametrize("relaxation", RELAXATIONS)
@@ -83,14 +81,10 @@ def test_one_percent_wrong_gradient_fails_the_check(relaxation):
     rng = np.random.default_rng(7)
     w, k = rng.standard_normal((3, 6)), 3
     noise = noise_for(relaxation, w.shape, k, rng)
-    M, cache = relaxed_topk_forward(w, noise, k, tau=0.7, relaxation=relaxation)
-    R = probe(M.shape, rng)
-    dw = relaxed_topk_backward(R, cache)
-    f = relaxed_loss_fn(relaxation, noise, k, R, 0.7, 1.0)
-    good = directional_check(f, {"w": w}, {"w": dw}, rng=np.random.default_rng(1))
-    bad = directional_check(f, {"w": w}, {"w": 1.01 * dw}, rng=np.random.default_rng(1))
-    assert good.rel_error < TOL
-    assert bad.rel_error > 1e-3  # ~1e-2: four orders of magnitude above the tolerance
+    rep = check_relaxation(relaxation, w, noise, k, 0.7, 1.0, np.random.default_rng(1))  # scales dw by 1.01
+    assert rep.fd_rel_error < TOL
+    assert rep.mutated_fd_rel_error > 1e-3  # ~1e-2: four orders of magnitude above the tolerance
+    assert rep.mutated_autograd_rel_error["w"] > 1e-3  # ~1e-2 against autograd too
 
 
 @pytest.mark.parametrize("use_noise", [True, False], ids=["noise", "no-noise"])
@@ -102,23 +96,18 @@ def test_backward_matches_autograd_of_the_same_forward(relaxation, use_noise, sh
     rng = np.random.default_rng(11)
     w = 2.0 * rng.standard_normal(shape)  # (..., N)
     noise = noise_for(relaxation, shape, k, rng) if use_noise else None
-    M, cache = relaxed_topk_forward(w, noise, k, tau=0.4, kappa=1.7, relaxation=relaxation)
+    check_relaxation(relaxation, w, noise, k, 0.4, 1.7, rng)
+    # traced, the forward's value is unchanged (st: the hard mask; only its gradient is the iterative one)
+    M, _ = relaxed_topk_forward(w, noise, k, tau=0.4, kappa=1.7, relaxation=relaxation)
     R = probe(M.shape, rng)
-    dw = relaxed_topk_backward(R, cache)
-
-    def loss(x):
-        Mx, _ = relaxed_topk_forward(x, noise, k, tau=0.4, kappa=1.7, relaxation=relaxation)
-        return anp.sum(Mx * R)
-
-    value, dw_auto = autograd.value_and_grad(loss)(w)
-    assert value == pytest.approx(float(np.sum(M * R)), rel=1e-14, abs=1e-14)  # st: the hard mask, unchanged
-    assert rel_error(dw_auto, dw) < 1e-9
+    value = autograd.value_and_grad(
+        lambda x: anp.sum(relaxed_topk_forward(x, noise, k, tau=0.4, kappa=1.7, relaxation=relaxation)[0] * R))(w)[0]
+    assert value == pytest.approx(float(np.sum(M * R)), rel=1e-14, abs=1e-14)
 
 
 @pytest.mark.parametrize("relaxation", RELAXATIONS)
 def test_padding_gets_zero_mask_zero_gradient_and_passes_gradcheck(relaxation):
-    autograd = pytest.importorskip("autograd")
-    anp = pytest.importorskip("autograd.numpy")
+    pytest.importorskip("autograd")
     rng = np.random.default_rng(3)
     w = rng.standard_normal((3, 7))
     w[0, [1, 4]] = -np.inf
@@ -137,12 +126,8 @@ def test_padding_gets_zero_mask_zero_gradient_and_passes_gradcheck(relaxation):
         assert M[2].sum() == pytest.approx(k, abs=1e-12)
     if relaxation == "st":
         assert np.all(M[2, ~pad[2]] == 1.0)
-    res = directional_check(
-        relaxed_loss_fn(relaxation, noise, k, R, 0.6, 1.0), {"w": w}, {"w": dw}, rng=rng, mask={"w": (~pad).astype(float)}
-    )
-    assert res.rel_error < TOL, res
-    dw_auto = autograd.grad(lambda x: anp.sum(relaxed_topk_forward(x, noise, k, tau=0.6, relaxation=relaxation)[0] * R))(w)
-    assert rel_error(dw_auto, dw) < 1e-9
+    # finite differences perturb only the real candidates (w + eps v stays -inf on padding); autograd sees all
+    check_relaxation(relaxation, w, noise, k, 0.6, 1.0, rng, mask={"w": (~pad).astype(float)})
 
 
 @pytest.mark.parametrize("relaxation", RELAXATIONS)
@@ -304,7 +289,7 @@ def test_iterative_large_score_gaps_never_reselect(gap, tau, dtype):
 
 
 def test_iterative_method_md_example():
-    """METHOD.md: scores (1, 0), K = 2, τ = 1, no noise -> about (1.23, 0.77).
+    """docs/method.md §5.1: scores (1, 0), K = 2, τ = 1, no noise -> about (1.23, 0.77).
 
     Step 1: a = softmax(1, 0) = (p, 1 - p), p = e/(1+e). α ← α + log(1 - a) = (1 + log(1 - p), log p),
     and 1 + log(1/(1+e)) = log(e/(1+e)): both keys are equal, so step 2 gives a = (1/2, 1/2).

@@ -1,11 +1,11 @@
-"""The FiD reader: hand-written gradients vs autograd of the same forward, a directional finite difference
-of the whole model, the DMA equivalences of METHOD.md §6 (exact to float64 round-off), validation, greedy
-decoding, and a copy task the reader must learn."""
+"""The FiD reader: hand-written gradients checked by gradcheck.check_grads (a directional finite difference
+of the whole model, autograd of the same forward, a 1% mutation that must fail), the DMA equivalences of
+docs/method.md §6 (exact to float64 round-off), validation, greedy decoding, and a copy task the reader must
+learn."""
 import numpy as np
 import pytest
-from autograd import grad
 
-from mini_gumbel.gradcheck import directional_check, rel_error
+from mini_gumbel.gradcheck import check_grads, rel_error
 from mini_gumbel.optim import adam_init, adam_step
 from mini_gumbel.reader import (ReaderConfig, greedy_decode, init_reader, param_shapes, reader_backward,
                                 reader_encode, reader_forward)
@@ -37,6 +37,24 @@ def _loss(P, ctx, ai, ao, M=None, **kw):
     return reader_forward(P, CFG, ctx, ai, ao, M, **kw)[0]
 
 
+def _forward(ctx, ai, ao):
+    """check_grads' forward over {**params, "__mask": M}: (loss, cache)."""
+    def forward(d):
+        return reader_forward({k: v for k, v in d.items() if k != "__mask"}, CFG, ctx, ai, ao, d["__mask"])
+
+    return forward
+
+
+def _backward(dloss, cache):
+    dP, dM = reader_backward(dloss, cache)
+    shapes = param_shapes(CFG)
+    assert set(dP) == set(shapes)
+    for k, g in dP.items():
+        assert g.shape == tuple(shapes[k]) and g.dtype == np.float64, k
+    assert np.all(np.isfinite(dM))
+    return {**dP, "__mask": dM}
+
+
 # ------------------------------------------------------------------------------------------------------
 # gradients
 
@@ -46,15 +64,14 @@ def test_gradients_match_autograd(params, B, N, T, rng):
     ctx, ai, ao, M = make_batch(rng, B=B, N=N, T=T)
     if N > 1:
         M[0, -1] = 0.0  # a dropped document: its gradient must still be right (and finite)
-    loss, cache = reader_forward(params, CFG, ctx, ai, ao, M)
+    assert set(params) == set(param_shapes(CFG))
+    # every parameter and the mask: finite differences (not across the dropped document's M = 0, where
+    # M - eps would be invalid; its one-sided derivative is tested below), autograd per input (relative,
+    # with check_grads' absolute floor: with N = 1 the mask gradient is exactly 0 up to round-off)
+    check_grads(_forward(ctx, ai, ao), _backward, {**params, "__mask": M}, rng=rng,
+                mask={"__mask": (M > 0).astype(float)})
+    _, cache = reader_forward(params, CFG, ctx, ai, ao, M)
     dP, dM = reader_backward(1.0, cache)
-    gP, gM = grad(lambda P, M: _loss(P, ctx, ai, ao, M), (0, 1))(params, M)
-    assert set(dP) == set(params) == set(param_shapes(CFG))
-    for k in params:
-        assert dP[k].shape == params[k].shape and dP[k].dtype == np.float64
-        assert rel_error(dP[k], gP[k]) < 1e-8, (k, rel_error(dP[k], gP[k]))
-    # relative error, with an absolute floor: with N = 1 the mask gradient is exactly 0 up to round-off
-    assert np.all(np.isfinite(dM)) and np.linalg.norm(dM - gM) <= 1e-8 * max(np.linalg.norm(gM), 1e-6)
     # the frozen path: identical mask gradient, no parameter gradient
     dP0, dM0 = reader_backward(1.0, cache, param_grads=False)
     assert dP0 is None
@@ -64,17 +81,8 @@ def test_gradients_match_autograd(params, B, N, T, rng):
 
 
 def test_directional_whole_reader(params, rng):
-    ctx, ai, ao, M = make_batch(rng)
-    loss, cache = reader_forward(params, CFG, ctx, ai, ao, M)
-    dP, dM = reader_backward(1.0, cache)
-    inputs = {**params, "__mask": M}
-    grads = {**dP, "__mask": dM}
-
-    def f(d):
-        return _loss({k: v for k, v in d.items() if k != "__mask"}, ctx, ai, ao, d["__mask"])
-
-    res = directional_check(f, inputs, grads, rng=rng)
-    assert res.rel_error < 1e-6, res
+    ctx, ai, ao, M = make_batch(rng)  # every M > 0: one direction over every parameter and the whole mask
+    check_grads(_forward(ctx, ai, ao), _backward, {**params, "__mask": M}, rng=rng)
 
 
 def test_no_mask_gradient_is_gradient_at_ones(params, rng):
@@ -85,7 +93,10 @@ def test_no_mask_gradient_is_gradient_at_ones(params, rng):
     _, cache1 = reader_forward(params, CFG, ctx, ai, ao, ones)  # DMA with M = 1
     dP1, dM1 = reader_backward(1.0, cache1)
     np.testing.assert_allclose(dM, dM1, rtol=1e-10, atol=1e-15)
-    assert rel_error(dM, grad(lambda M: _loss(params, ctx, ai, ao, M))(ones)) < 1e-8
+    # the mask=None backward's dM (its cache, not the forward's) is the gradient of the DMA loss at M = 1
+    check_grads(lambda d: reader_forward(params, CFG, ctx, ai, ao, d["__mask"]),
+                lambda dloss, _: {"__mask": reader_backward(dloss, cache, param_grads=False)[1]},
+                {"__mask": ones}, rng=rng)
     assert max(rel_error(dP[k], dP1[k]) for k in params) < 1e-12
 
 
@@ -291,7 +302,7 @@ def test_greedy_decode_matches_teacher_forcing(params, rng):
 
 def test_reader_learns_copy_task():
     """Full-batch Adam on 64 examples; every other step a random 0/1 document mask that keeps the gold
-    document (METHOD.md §7: the reader must read whatever subset it is given)."""
+    document (docs/method.md §7: the reader must read whatever subset it is given)."""
     rng = np.random.default_rng(0)
     ctx, ai, ao, gold = copy_task(rng, 64)
     cfg = ReaderConfig(vocab_size=16, d_model=32, n_heads=2, n_enc_layers=1, n_dec_layers=1, d_ff=64,
