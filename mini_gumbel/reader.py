@@ -88,19 +88,21 @@ def param_shapes(cfg: ReaderConfig) -> dict:
     def mlp(prefix):
         shapes.update({prefix + "W1": (C, F), prefix + "b1": (F,), prefix + "W2": (F, C), prefix + "b2": (C,)})
 
+    def self_attn(prefix):
+        shapes.update({prefix + "Wqkv": (C, 3 * C), prefix + "bqkv": (3 * C,), prefix + "Wo": (C, C),
+                       prefix + "bo": (C,)})
+
     for l in range(cfg.n_enc_layers):
         p = f"enc.{l}."
         ln(p + "ln1.")
-        shapes.update({p + "attn.Wqkv": (C, 3 * C), p + "attn.bqkv": (3 * C,), p + "attn.Wo": (C, C),
-                       p + "attn.bo": (C,)})
+        self_attn(p + "attn.")
         ln(p + "ln2.")
         mlp(p + "mlp.")
     ln("enc.lnf.")
     for l in range(cfg.n_dec_layers):
         p = f"dec.{l}."
         ln(p + "ln1.")
-        shapes.update({p + "self.Wqkv": (C, 3 * C), p + "self.bqkv": (3 * C,), p + "self.Wo": (C, C),
-                       p + "self.bo": (C,)})
+        self_attn(p + "self.")
         ln(p + "ln2.")
         shapes.update({p + "cross.Wq": (C, C), p + "cross.bq": (C,), p + "cross.Wkv": (C, 2 * C),
                        p + "cross.bkv": (2 * C,), p + "cross.Wo": (C, C), p + "cross.bo": (C,)})
@@ -251,6 +253,18 @@ def _encoder_forward(params, cfg, ctx, flags=None):
     return x, EncoderCache(c_emb, layers, c_f, (B, N, L), flags, em_vec)
 
 
+def _residual_backward(dx, sub_backward, c_sub, c_ln, grads, sub_prefix, ln_prefix):
+    """x = x + sub(ln(x)) -> dx + d sub(ln(x))/dx; the sublayer's and the LN's gradients go into ``grads``
+    under ``sub_prefix`` / ``ln_prefix`` (grads None: a frozen model, input gradient only)."""
+    pg = grads is not None
+    dh, dp = sub_backward(dx, c_sub, param_grads=pg)
+    dh, dg, db = ops.layernorm_backward(dh, c_ln, param_grads=pg)
+    if pg:
+        _put(grads, sub_prefix, dp)
+        grads[ln_prefix + "g"], grads[ln_prefix + "b"] = dg, db
+    return dx + dh
+
+
 def _encoder_backward(dx, cache, cfg, grads):
     """dx (B·N, L, C) at the encoder output -> (dtok_emb (V, C) or None, dflags (B, N, L) or None).
 
@@ -266,19 +280,9 @@ def _encoder_backward(dx, cache, cfg, grads):
         p = f"enc.{l}."
         c1, c2, c3, c4 = cache.layers[l]
         # x = x + mlp(ln2(x))
-        dh, dp = ops.mlp_backward(dx, c4, param_grads=pg)
-        dh, dg, db = ops.layernorm_backward(dh, c3, param_grads=pg)
-        if pg:
-            _put(grads, p + "mlp.", dp)
-            grads[p + "ln2.g"], grads[p + "ln2.b"] = dg, db
-        dx = dx + dh  # (B·N, L, C)
+        dx = _residual_backward(dx, ops.mlp_backward, c4, c3, grads, p + "mlp.", p + "ln2.")  # (B·N, L, C)
         # x = x + attn(ln1(x))
-        dh, dp = ops.self_attention_backward(dx, c2, param_grads=pg)
-        dh, dg, db = ops.layernorm_backward(dh, c1, param_grads=pg)
-        if pg:
-            _put(grads, p + "attn.", dp)
-            grads[p + "ln1.g"], grads[p + "ln1.b"] = dg, db
-        dx = dx + dh  # (B·N, L, C)
+        dx = _residual_backward(dx, ops.self_attention_backward, c2, c1, grads, p + "attn.", p + "ln1.")
     xp = get_xp(dx)
     dflags = None
     if cache.em_vec is not None:
@@ -459,12 +463,7 @@ def reader_logits_backward(dlogits, cache, *, param_grads=True, flag_grads=False
         p = f"dec.{l}."
         c1, c2, c3, c4, c5, c6 = dec.layers[l]
         # y = y + mlp(ln3(y))
-        dh, dp = ops.mlp_backward(dy, c6, param_grads=param_grads)
-        dh, dg, dbn = ops.layernorm_backward(dh, c5, param_grads=param_grads)
-        if param_grads:
-            _put(grads, p + "mlp.", dp)
-            grads[p + "ln3.g"], grads[p + "ln3.b"] = dg, dbn
-        dy = dy + dh  # (B, T, C)
+        dy = _residual_backward(dy, ops.mlp_backward, c6, c5, grads, p + "mlp.", p + "ln3.")  # (B, T, C)
         # y = y + cross(ln2(y), kv(mem), M)
         dh, dk, dv, dp, dM = _cross_attention_backward(dy, c4, param_grads=param_grads, need_kv=need_mem)
         if dM is not None:
@@ -481,12 +480,7 @@ def reader_logits_backward(dlogits, cache, *, param_grads=True, flag_grads=False
             dmem = dm if dmem is None else dmem + dm
         dy = dy + dh  # (B, T, C)
         # y = y + self(ln1(y))
-        dh, dp = ops.self_attention_backward(dy, c2, param_grads=param_grads)
-        dh, dg, dbn = ops.layernorm_backward(dh, c1, param_grads=param_grads)
-        if param_grads:
-            _put(grads, p + "self.", dp)
-            grads[p + "ln1.g"], grads[p + "ln1.b"] = dg, dbn
-        dy = dy + dh  # (B, T, C)
+        dy = _residual_backward(dy, ops.self_attention_backward, c2, c1, grads, p + "self.", p + "ln1.")
     C = cfg.d_model
     if not param_grads:
         if not flag_grads:
