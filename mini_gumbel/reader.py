@@ -1,4 +1,4 @@
-"""A tiny Fusion-in-Decoder (FiD) reader with Differentiable Masked Attention (METHOD.md §6).
+"""A tiny Fusion-in-Decoder (FiD) reader with Differentiable Masked Attention (docs/method.md §6).
 
 Encoder: each of the B·N sequences ``question ⊕ SEP ⊕ document`` (L tokens, shared position ids 0..L−1) is
 read on its own by a pre-LN transformer, batched as (B·N, L, C). Decoder: teacher-forced on ``ans_in`` with

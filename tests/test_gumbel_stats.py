@@ -1,4 +1,4 @@
-"""Monte Carlo checks of mini_gumbel.gumbel against exact distributions (METHOD.md §3-4).
+"""Monte Carlo checks of mini_gumbel.gumbel against exact distributions (docs/method.md §3-4).
 
 Every test uses a fixed seed, so it is deterministic; the level quoted for each test is the probability
 that a *correct* implementation would fail it with a randomly chosen seed (its false-alarm rate). Each
