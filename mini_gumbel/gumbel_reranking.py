@@ -22,8 +22,6 @@ Dimension letters: B batch, N candidates, K kept documents.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from .gumbel import gumbel_noise, relaxed_topk_backward, relaxed_topk_forward, topk_mask
 from .reader import reader_backward, reader_forward
 from .reranker import reranker_backward, reranker_forward
@@ -72,4 +70,4 @@ def gumbel_reranking_step(reranker_params, question, docs, reader_params, reader
 def rerank(reranker_params, question, docs, k, *, pad_id=0):
     """Inference: the hard top-K mask (B, N) of the reranker's scores, no noise and no relaxation."""
     scores, _ = reranker_forward(reranker_params, question, docs, pad_id=pad_id)
-    return topk_mask(np.asarray(scores), min(k, scores.shape[1]))
+    return topk_mask(scores, min(k, scores.shape[1]))
