@@ -2,9 +2,9 @@
 
 Every notebook runs in a fresh kernel with nbclient at ``MINI_GUMBEL_NB_SIZE=small`` (their CI size), in a
 temporary working directory, with a temporary ``MINI_GUMBEL_CACHE`` shared by the series (notebook 6 trains the
-smoke-sized reader that notebook 7 and its ``run_demo(quick=True)`` then load). Nothing is written back to
-``notebooks/``. A cell that raises (every cell ends in a print with its expected value, an assertion or a plot)
-fails the test with the cell's traceback.
+smoke-sized reader that notebooks 7 and 8, and notebook 8's ``run_demo(quick=True)``, then load). Nothing is
+written back to ``notebooks/``. A cell that raises (every cell ends in a print with its expected value, an
+assertion or a plot) fails the test with the cell's traceback.
 """
 import os
 import re
@@ -19,11 +19,11 @@ pytest.importorskip("ipykernel")
 NB_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
 CELL_TIMEOUT_S = 240
-N_NOTEBOOKS = 8
+N_NOTEBOOKS = 9
 METHOD_DOC = NB_DIR.parent / "docs" / "method.md"
 
 
-def test_the_series_is_numbered_one_to_eight():
+def test_the_series_is_numbered_one_to_nine():
     assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(1, N_NOTEBOOKS + 1)], [p.name for p in NOTEBOOKS]
     readme = (NB_DIR / "README.md").read_text()
     for p in NOTEBOOKS:
