@@ -35,7 +35,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from .backend import get_xp, is_traced, unbox
+from .backend import get_xp, unbox
 from .validate import check_array, check_choice, check_int, check_real, check_scores, fail
 from .ops import log_softmax_forward
 

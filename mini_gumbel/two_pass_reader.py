@@ -225,7 +225,6 @@ def two_pass_backward(dloss, cache, *, param_grads=False):
     param_grads=True: the gradient of every parameter, summed over both reads."""
     cfg = cache.cfg
     c1, c2 = cache.read1, cache.read2
-    xp = get_xp(c1.logits)
     B = c1.logits.shape[0]
     # nll = one_hop * nll¹ + sel @ nll²,  loss = mean(nll);  read 1's CE backward carries 1/B per row already
     dlogits1 = ops.cross_entropy_backward(dloss, c1.ce) * cache.one_hop[:, None, None]  # (B, T1, V)

@@ -1,10 +1,11 @@
 """Train the bilinear reranker against a frozen reader: Gumbel Reranking and its five baselines.
 
 Every method trains the same reranker (same init, same Adam, same steps, same batches for a given seed)
-against the same frozen reader; only the loss differs. Gumbel Reranking's step is mini_gumbel.gumbel_reranking (docs/method.md §7-8):
+against the same frozen reader (either reader: mini_gumbel.experiment.readers); only the loss differs
+(docs/method.md §7-8). Gumbel Reranking's step is mini_gumbel.gumbel_reranking:
 
     gumbel      scores -> relaxed top-K mask (Gumbel noise) -> DMA reader -> answer NLL, backprop to scores
-    supervised  -log sum_{gold} softmax(w)                                        (uses labels: upper bound)
+    supervised  -mean_{g in gold} log softmax(w)_g                (uses labels: the pointwise upper bound)
     pdist       KL(p_T || p_R), p_T = softmax(mean token log p(a | q, d_i) / tau_g), one document at a time
     emdr        -(1/T) sum_t log sum_i p_R(i) p(a_t | a_<t, q, d_i), one document at a time
     loop        KL(p_T || p_R), p_T = softmax(NLL without d_i / tau_g), N leave-one-out reader passes
