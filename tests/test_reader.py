@@ -4,6 +4,7 @@ docs/method.md §6 (exact to float64 round-off), validation, greedy decoding, an
 learn."""
 import numpy as np
 import pytest
+import reader_batches
 
 from mini_gumbel.gradcheck import check_grads, rel_error
 from mini_gumbel.optim import adam_init, adam_step
@@ -16,16 +17,7 @@ CFG = ReaderConfig(vocab_size=V, d_model=8, n_heads=2, n_enc_layers=2, n_dec_lay
 
 
 def make_batch(rng, B=2, N=3, L=5, T=3):
-    ctx = rng.integers(3, V, (B, N, L))
-    ctx[:, :, -1] = 0  # padding inside every document
-    ctx[0, -1, -2] = 0
-    ans_in = rng.integers(3, V, (B, T))
-    ans_in[:, 0] = CFG.bos_id
-    ans_out = rng.integers(3, V, (B, T))
-    if T > 1:
-        ans_out[-1, -1] = 0  # a padded target
-    M = rng.uniform(0.1, 1.0, (B, N))
-    return ctx, ans_in, ans_out, M
+    return reader_batches.make_batch(rng, V, CFG.bos_id, B=B, N=N, L=L, T=T)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ finite differences, autograd of the same forward and a mutation (check_grads); t
 both reads (exact to float64 round-off); soft flags; decoding; validation."""
 import numpy as np
 import pytest
+import reader_batches
 
 from mini_gumbel.gradcheck import check_grads
 from mini_gumbel.reader import (ReaderConfig, greedy_decode, init_reader, param_shapes, reader_backward,
@@ -27,14 +28,7 @@ def params():
 
 
 def make_batch(rng, B=2, N=3, L=5, T=3):
-    ctx = rng.integers(3, V, (B, N, L))
-    ctx[:, :, -1] = 0  # padding inside every document
-    ctx[0, -1, -2] = 0
-    ans_in = rng.integers(3, V, (B, T))
-    ans_in[:, 0] = CFG.bos_id
-    ans_out = rng.integers(3, V, (B, T))
-    ans_out[-1, -1] = 0  # a padded target
-    M = rng.uniform(0.1, 1.0, (B, N))
+    ctx, ans_in, ans_out, M = reader_batches.make_batch(rng, V, CFG.bos_id, B=B, N=N, L=L, T=T)
     flags = rng.uniform(0.1, 0.9, (B, N, L))  # interior: finite differences stay in [0, 1]
     return ctx, ans_in, ans_out, M, flags
 
