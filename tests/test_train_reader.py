@@ -255,3 +255,36 @@ def test_no_doc_batch_two_pass(tiny_splits):
     assert x.ctx1.shape == (len(ds), 1, 3 + ds.docs.shape[2]) and (x.ctx1[:, 0, 3:] == 0).all()
     assert (x.ctx1[:, 0, 0] == ds.hop_words[:, 0]).all() and (x.ctx1[:, 0, 1:3] == [4, 3]).all()
     assert (x.flags1 == 0).all()
+
+
+def test_one_read_each_builds_the_reads_the_docstring_names(tiny_splits):
+    """hop1_share=1: every row is read 1 (the answer for single-hop rows, the bridge B for two-hop ones);
+    hop1_share=0 with flags hard / zero / soft: two-hop rows are read 2 with flags on B, no flags, or read 1's
+    own bridge distribution."""
+    from mini_gumbel.experiment.readers import two_pass_inputs
+    from mini_gumbel.experiment.train_reader import one_read_each
+    from mini_gumbel.reader import init_reader
+    from mini_gumbel.two_pass_reader import entity_flags, soft_flags, two_pass_first_hop
+
+    b = tiny_splits.train.batch(np.arange(12))
+    two = b.hops == 2
+    assert two.any() and (~two).any()
+    r = tiny_reader()
+    p = init_reader(r, 0)
+    x = two_pass_inputs(b)
+    mask = np.ones(b.gold.shape)
+    rng = np.random.default_rng(0)
+    ctx, flags, ai, ao = one_read_each(p, r, b, mask, rng, dataclasses.replace(TINY_TRAIN, hop1_share=1.0))
+    np.testing.assert_array_equal(ctx, x.ctx1)
+    np.testing.assert_array_equal(flags, x.flags1)
+    np.testing.assert_array_equal(ao, x.ans1_out)
+    assert (ao[two, 0] == b.bridge[two]).all() and (ao[~two, 0] == b.answer[~two]).all()
+    want = {(1.0, 0.0, 0.0): entity_flags(x.ctx2, b.bridge), (0.0, 1.0, 0.0): np.zeros_like(x.flags1),
+            (0.0, 0.0, 1.0): soft_flags(x.ctx2, two_pass_first_hop(p, r, x.ctx1, x.flags1, mask))}
+    for probs, w in want.items():
+        cfg = dataclasses.replace(TINY_TRAIN, hop1_share=0.0, flag_probs=probs)
+        ctx, flags, ai, ao = one_read_each(p, r, b, mask, rng, cfg)
+        np.testing.assert_array_equal(ctx[two], x.ctx2[two])
+        np.testing.assert_array_equal(ao[two], b.ans_out[two])
+        np.testing.assert_allclose(flags[two], w[two], rtol=1e-12, atol=1e-15)
+        np.testing.assert_array_equal(ctx[~two], x.ctx1[~two])  # single-hop rows always read once
