@@ -20,7 +20,7 @@ import numpy as np
 from .backend import get_xp, is_cupy, unbox
 
 __all__ = ["fail", "check_type", "check_int", "check_real", "check_choice", "check_bool", "check_array",
-           "check_token_ids", "check_scores", "check_float_dtype", "show"]
+           "check_token_ids", "check_scores", "check_float_dtype", "check_cache", "show"]
 
 
 def show(value: Any) -> str:
@@ -95,6 +95,19 @@ def check_bool(fn: str, name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         fail(fn, name, value, "True or False", TypeError)
     return bool(value)
+
+
+def check_cache(fn: str, cache: Any, cls, *, forward: str | None = None):
+    """``cache`` itself when it is an instance of ``cls`` (a class or a tuple of classes), else TypeError.
+
+    For hand-written backwards: a wrong ``cache`` (None, a dict, the cache of another forward) is named
+    here instead of surfacing as a bare ``AttributeError`` deep in the backward. ``forward`` names the
+    function whose cache is expected, for the message."""
+    if not isinstance(cache, cls):
+        names = cls.__name__ if isinstance(cls, type) else " or ".join(c.__name__ for c in cls)
+        src = f" returned by {forward}" if forward else ""
+        fail(fn, "cache", cache, f"the {names}{src} (got {type(cache).__name__})", TypeError)
+    return cache
 
 
 def check_float_dtype(fn: str, name: str, dtype, allowed=(np.float32, np.float64)) -> np.dtype:
