@@ -19,23 +19,39 @@ Dimension letters: B batch, N candidates, K kept documents.
     loss, grads = gumbel_reranking_step(reranker_params, question, docs, reader_params, reader_cfg, batch, rng,
                                         k=5, tau=0.1)
     reranker_params, adam_state, _ = adam_step(reranker_params, grads, adam_state, lr=1e-2)
+
+The frozen reader's encoder states that the mask cannot reach (the FiD reader's whole encoder, the two-pass
+reader's read 1) depend on the example only: ``reader_memory_of`` computes them once per training example
+and ``memory=`` hands a batch's rows to the step, which then skips that work with bit-identical results:
+
+    memory = reader_memory_of(reader_params, reader_cfg, batch)          # once, for the training set
+    loss, grads = gumbel_reranking_step(..., batch, rng, k=5, tau=0.1, memory=memory.take(idx))
 """
 from __future__ import annotations
 
 from .gumbel import gumbel_noise, relaxed_topk_backward, relaxed_topk_forward, topk_mask
-from .reader import reader_backward, reader_forward
+from .reader import reader_backward, reader_forward, reader_memory
 from .reranker import reranker_backward, reranker_forward
-from .two_pass_reader import TwoPassBatch, two_pass_backward, two_pass_forward
+from .two_pass_reader import TwoPassBatch, two_pass_backward, two_pass_forward, two_pass_memory
 
-__all__ = ["gumbel_reranking_loss", "gumbel_reranking_step", "rerank"]
+__all__ = ["gumbel_reranking_loss", "gumbel_reranking_step", "rerank", "reader_memory_of"]
+
+
+def reader_memory_of(reader_params, reader_cfg, batch):
+    """The frozen reader's mask-independent states of ``batch`` (a ReaderMemory): read 1's for a
+    TwoPassBatch, the whole encoder's for the FiD reader."""
+    if isinstance(batch, TwoPassBatch):
+        return two_pass_memory(reader_params, reader_cfg, batch)
+    return reader_memory(reader_params, reader_cfg, batch.ctx)
 
 
 def gumbel_reranking_loss(scores, batch, reader_params, reader_cfg, rng, *, k, tau, kappa=1.0,
-                          relaxation="max", noise=True):
+                          relaxation="max", noise=True, memory=None):
     """(loss, dscores (B, N)): the frozen reader's answer NLL under a relaxed top-K mask of ``scores``.
 
     batch: the reader's inputs, a two_pass_reader.TwoPassBatch, or for the one-pass FiD reader anything
-    with .ctx (B, N, L), .ans_in and .ans_out (B, T); rng: a numpy Generator (fresh noise per call).
+    with .ctx (B, N, L), .ans_in and .ans_out (B, T); rng: a numpy Generator (fresh noise per call);
+    memory: reader_memory_of(reader_params, reader_cfg, batch) (or rows of it), or None to compute it here.
     """
     B, N = scores.shape
     k = min(k, N)
@@ -47,10 +63,11 @@ def gumbel_reranking_loss(scores, batch, reader_params, reader_cfg, rng, *, k, t
     # 4. back through the reader to the mask only: its parameters stay frozen
     M = M.astype(reader_params["tok_emb"].dtype)
     if isinstance(batch, TwoPassBatch):  # both reads see the same mask; dM sums both reads and the soft flags
-        loss, reader_cache = two_pass_forward(reader_params, reader_cfg, batch, M)
+        loss, reader_cache = two_pass_forward(reader_params, reader_cfg, batch, M, memory1=memory)
         _, dM = two_pass_backward(1.0, reader_cache, param_grads=False)  # (B, N)
     else:  # the one-pass FiD reader: no encoder backward at all (the mask only enters the decoder)
-        loss, reader_cache = reader_forward(reader_params, reader_cfg, batch.ctx, batch.ans_in, batch.ans_out, M)
+        loss, reader_cache = reader_forward(reader_params, reader_cfg, batch.ctx, batch.ans_in, batch.ans_out, M,
+                                            memory=memory)
         _, dM = reader_backward(1.0, reader_cache, param_grads=False)  # (B, N)
     # 5. back through the relaxed top-K to the scores
     dscores = relaxed_topk_backward(dM.astype(scores.dtype), topk_cache)  # (B, N)
@@ -58,12 +75,12 @@ def gumbel_reranking_loss(scores, batch, reader_params, reader_cfg, rng, *, k, t
 
 
 def gumbel_reranking_step(reranker_params, question, docs, reader_params, reader_cfg, batch, rng, *, k, tau,
-                          kappa=1.0, relaxation="max", noise=True):
+                          kappa=1.0, relaxation="max", noise=True, memory=None):
     """(loss, reranker gradients): scores = reranker(question (B, Lq), docs (B, N, Ld)), then
-    gumbel_reranking_loss on the reader's inputs ``batch``, then back into the reranker."""
+    gumbel_reranking_loss on the reader's inputs ``batch`` (and ``memory``), then back into the reranker."""
     scores, cache = reranker_forward(reranker_params, question, docs, pad_id=reader_cfg.pad_id)
     loss, dscores = gumbel_reranking_loss(scores, batch, reader_params, reader_cfg, rng, k=k, tau=tau,
-                                          kappa=kappa, relaxation=relaxation, noise=noise)
+                                          kappa=kappa, relaxation=relaxation, noise=noise, memory=memory)
     return loss, reranker_backward(dscores, cache)
 
 

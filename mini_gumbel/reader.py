@@ -27,20 +27,42 @@ C width, H heads, F feed-forward width, V vocabulary.
     loss, cache = reader_forward(params, cfg, ctx, ans_in, ans_out, mask, flags=flags)   # cfg.exact_match
     _, dmask, dflags = reader_backward(1.0, cache, param_grads=False, flag_grads=True)
     dparams, dmask = reader_logits_backward(dlogits, cache)          # from a loss on cache.logits
+    memory = reader_memory(params, cfg, ctx)                         # mask-independent: compute once, reuse
+    loss, cache = reader_forward(params, cfg, ctx, ans_in, ans_out, mask, memory=memory.take(idx)) # frozen only
+
+The document mask. M (B, N) weighs each document's keys in every cross-attention (DMA); only the ratios
+within a row matter (a_u = M_doc(u) e_u / Σ_v M_doc(v) e_v is unchanged when a row is scaled). It is cast to
+the parameters' dtype first and checked after the cast: finite, >= 0, and each row's largest weight in
+[√tiny, 1/√tiny] of that dtype (float32 [1.1e-19, 9.2e18], float64 [1.5e-154, 6.7e153]). A row below that
+range -- all zero, or underflowing in the cast, e.g. float64 1e-300 under float32 parameters -- keeps no
+document the dtype can weigh: its mask gradient grows like 1/M and would overflow, so it is a named error,
+never a NaN loss. Rescale such a row instead (it changes nothing else). Entries may exceed 1 (the
+"iterative" relaxed top-K sums to K, and its entries can pass 1).
+
+What the mask cannot reach. The encoder reads every sequence on its own and the mask enters only the
+decoder's cross-attention, so the encoder states and each decoder layer's cross-attention keys and values
+(``ReaderMemory``) are the same under every mask. ``reader_memory`` computes them once; a forward given
+``memory=`` skips the encoder and the key/value projections and gives bit-identical outputs, and its cache
+supports the frozen backward only (param_grads=False, no flag gradients), which is all a reranker's
+training step needs.
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
 import numpy as np
 
 from . import ops
-from .backend import get_xp, is_traced, to_numpy, unbox
-from .validate import check_array, check_bool, check_float_dtype, check_int, check_token_ids, check_type, fail
+from .backend import get_xp, is_cupy, is_traced, to_numpy, unbox
+from .validate import (check_array, check_bool, check_cache, check_float_dtype, check_int, check_token_ids,
+                       check_type, fail)
 
-__all__ = ["ReaderConfig", "ReaderCache", "init_reader", "reader_forward", "reader_backward",
-           "reader_logits_backward", "greedy_decode", "reader_encode", "param_shapes"]
+__all__ = ["ReaderConfig", "ReaderCache", "ReaderMemory", "init_reader", "reader_forward", "reader_backward",
+           "reader_logits_backward", "greedy_decode", "reader_encode", "reader_memory", "param_shapes",
+           "mask_range"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +90,8 @@ class ReaderConfig:
             fail(fn, "d_model", self.d_model, f"a multiple of n_heads={self.n_heads}")
         for name in ("pad_id", "bos_id", "eos_id"):
             check_int(fn, name, getattr(self, name), lo=0, hi=self.vocab_size - 1)
+        if len({self.pad_id, self.bos_id, self.eos_id}) < 3:
+            fail(fn, "(pad_id, bos_id, eos_id)", (self.pad_id, self.bos_id, self.eos_id), "three different ids")
         check_bool(fn, "exact_match", self.exact_match)
 
 
@@ -188,17 +212,35 @@ def _check_answer(name, a, B, cfg, fn):
         fail(fn, f"{name}.shape", a.shape, f"(B={B}, T) with 1 <= T <= max_ans_len={cfg.max_ans_len}")
 
 
+def mask_range(dtype) -> tuple:
+    """(lo, hi): the range a document-mask row's largest weight must lie in, for parameters of ``dtype``
+    (√tiny and 1/√tiny: the mask gradient, of order 1/M, and Σ M e stay finite; module docstring)."""
+    r = math.sqrt(float(np.finfo(dtype).tiny))
+    return r, 1.0 / r
+
+
 def _check_mask(mask, B, N, dtype, fn):
+    """The mask cast to the parameters' dtype, checked after the cast (module docstring)."""
     if mask is None:
         return None
-    m = check_array(fn, "mask", mask, shape=(B, N), finite=True, nonneg=True)
+    check_array(fn, "mask", mask, shape=(B, N))
+    if unbox(mask).dtype != dtype and not is_traced(mask):
+        with np.errstate(over="ignore"):  # an overflow in the cast is reported below, by name
+            mask = mask.astype(dtype)
+    m = unbox(mask)
     xp = get_xp(m)
-    rows = xp.sum(m, axis=-1)
-    if bool(xp.any(rows <= 0)):
-        b = int(xp.argmin(rows))
-        fail(fn, f"mask[{b}].sum()", float(rows[b]), "> 0 (every row must keep some document)")
-    if m.dtype != dtype and not is_traced(mask):
-        mask = mask.astype(dtype)
+    if not bool(xp.all(xp.isfinite(m))):
+        fail(fn, "mask", mask, f"finite values in {np.dtype(dtype).name}, the parameters' dtype")
+    if bool(xp.any(m < 0)):
+        fail(fn, "mask", mask, f"values >= 0 (min {float(m.min())})")
+    lo, hi = mask_range(dtype)
+    top = xp.max(m, axis=-1)  # (B,)
+    bad = (top < lo) | (top > hi)  # (B,)
+    if bool(xp.any(bad)):
+        b = int(xp.argmax(bad))
+        fail(fn, f"mask[{b}].max()", float(top[b]),
+             f"a row maximum in [{lo:.2g}, {hi:.2g}] in {np.dtype(dtype).name} (the parameters' dtype; a row "
+             "below it keeps no document the dtype can weigh; DMA only sees ratios, so rescale the row)")
     return mask
 
 
@@ -336,6 +378,79 @@ def _cross_kv(params, cfg, mem):
     return kvs, caches
 
 
+class ReaderMemory(NamedTuple):
+    """What the decoder reads of the encoder, which no document mask touches (module docstring)."""
+    kv: tuple  # per decoder layer the (B, S, 2C) projection [k | v] of the encoder states, as cross_kv_forward
+    # makes it (so the split heads are views with the same strides: bit-identical attention)
+    key_pad: object  # (B, S) bool, True where the key token is padding
+    shape: tuple  # (B, N, L) of the ctx it was computed from
+    n_heads: int
+
+    def take(self, idx) -> "ReaderMemory":
+        """The rows ``idx`` (an int array) of every example-indexed array, in that order."""
+        B, N, L = self.shape
+        return ReaderMemory(tuple(a[idx] for a in self.kv), self.key_pad[idx], (len(idx), N, L), self.n_heads)
+
+    @staticmethod
+    def concat(parts) -> "ReaderMemory":
+        """The memories of consecutive chunks of examples as one."""
+        xp = get_xp(parts[0].key_pad)
+        kv = tuple(xp.concatenate([p.kv[l] for p in parts]) for l in range(len(parts[0].kv)))
+        _, N, L = parts[0].shape
+        return ReaderMemory(kv, xp.concatenate([p.key_pad for p in parts]), (sum(p.shape[0] for p in parts), N, L),
+                            parts[0].n_heads)
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(a.nbytes for a in self.kv) + self.key_pad.nbytes)
+
+    def split(self):
+        """Per decoder layer (k, v), each (B, H, S, Dh): cross_kv_forward's split of the stored projection."""
+        out = []
+        for kv in self.kv:
+            B, S, C2 = kv.shape
+            kv5 = get_xp(kv).transpose(kv.reshape(B, S, 2, self.n_heads, C2 // (2 * self.n_heads)), (2, 0, 3, 1, 4))
+            out.append((kv5[0], kv5[1]))  # (B, H, S, Dh) each
+        return out
+
+
+def _memory(params, cfg, ctx, flags):
+    """ReaderMemory of ctx (B, N, L) and flags (or None); the inputs are validated by the caller."""
+    B, N, L = ctx.shape
+    xp = get_xp(params["tok_emb"])
+    enc_out, _ = _encoder_forward(params, cfg, ctx, flags)  # (B·N, L, C)
+    mem = xp.reshape(enc_out, (B, N * L, cfg.d_model))  # (B, S, C)
+    kv = tuple(ops.linear_forward(mem, params[f"dec.{l}.cross.Wkv"], params[f"dec.{l}.cross.bkv"])[0]
+               for l in range(cfg.n_dec_layers))  # per layer (B, S, 2C), exactly cross_kv_forward's product
+    return ReaderMemory(kv, ctx.reshape(B, N * L) == cfg.pad_id, (B, N, L), cfg.n_heads)
+
+
+def reader_memory(params, cfg, ctx, flags=None) -> ReaderMemory:
+    """The mask-independent part of reader_forward for ``ctx`` (B, N, L) (and exact-match ``flags``): every
+    decoder layer's cross-attention keys and values of the encoder states. Costs
+    n_dec_layers · B · N · L · 2C values of the parameters' dtype plus B · N · L bools."""
+    fn = "reader_memory"
+    dtype = _check_params(params, cfg, fn)
+    _check_ctx(ctx, cfg, fn)
+    flags = _check_flags(flags, cfg, ctx.shape, dtype, fn)
+    return _memory(unbox(params), cfg, ctx, flags)
+
+
+def _check_memory(memory, cfg, ctx, dtype, fn):
+    check_type(fn, "memory", memory, ReaderMemory, "a ReaderMemory from reader_memory")
+    if tuple(memory.shape) != tuple(ctx.shape) or len(memory.kv) != cfg.n_dec_layers:
+        fail(fn, "memory.shape", tuple(memory.shape), f"ctx.shape={tuple(ctx.shape)} with "
+             f"n_dec_layers={cfg.n_dec_layers} layers (memory.take(idx) picks a batch's rows)")
+    B, N, L = ctx.shape
+    for l, kv in enumerate(memory.kv):
+        a = check_array(fn, f"memory.kv[{l}]", kv, shape=(B, N * L, 2 * cfg.d_model))
+        if a.dtype != dtype:
+            fail(fn, f"memory.kv[{l}].dtype", a.dtype, f"{dtype}, the parameters' dtype", TypeError)
+    key_pad = ctx.reshape(B, N * L) == cfg.pad_id  # (B, S)
+    if not bool(get_xp(key_pad).array_equal(memory.key_pad, key_pad)):
+        fail(fn, "memory.key_pad", memory.key_pad, "the padding of ctx (a memory computed from this ctx)")
+
+
 def _decoder_forward(params, cfg, kvs, key_pad, mask, ans_in, n_docs=None):
     T = ans_in.shape[1]
     y, c_emb = ops.embedding_forward(ans_in, params["tok_emb"])  # (B, T, C)
@@ -370,15 +485,15 @@ class ReaderCache(NamedTuple):
     xattn: Optional[list]  # need_attn: per decoder layer ops.AttnRecord(probs, scores, value_norms)
     key_pad: object  # (B, S) bool, True where the key token is padding
     mask: object  # (B, N) the document mask used (None: all ones)
-    enc: EncoderCache
+    enc: Optional[EncoderCache]  # None for a forward given memory=
     dec: DecoderCache
-    kv: list  # per decoder layer CrossKVCache
+    kv: Optional[list]  # per decoder layer CrossKVCache; None for a forward given memory=
     ce: ops.CrossEntropyCache
     cfg: ReaderConfig
     shape: tuple  # (B, N, L, T)
 
 
-def reader_forward(params, cfg, ctx, ans_in, ans_out, mask=None, *, flags=None, need_attn=False):
+def reader_forward(params, cfg, ctx, ans_in, ans_out, mask=None, *, flags=None, need_attn=False, memory=None):
     """Teacher-forced loss of the answer given N documents under the document mask M.
 
     ctx (B, N, L) int; ans_in (B, T) int (BOS, a_1..a_{T−1}); ans_out (B, T) int (a_1..a_T, pad_id where
@@ -386,6 +501,9 @@ def reader_forward(params, cfg, ctx, ans_in, ans_out, mask=None, *, flags=None, 
     the only legal value unless cfg.exact_match). Returns (loss, cache): loss is the batch mean of the
     per-example mean token NLL; cache.logprobs (B, T), cache.nll (B,), cache.logits (B, T, V) and with
     need_attn cache.xattn (per layer AttnRecord) and cache.key_pad (B, N·L).
+    memory: reader_memory(params, cfg, ctx, flags) (or rows of one, .take(idx)); the encoder and the key/value
+    projections are skipped (flags must then be None: they are in the memory), and the cache supports the
+    frozen backward only.
     """
     fn = "reader_forward"
     dtype = _check_params(params, cfg, fn)
@@ -400,10 +518,16 @@ def reader_forward(params, cfg, ctx, ans_in, ans_out, mask=None, *, flags=None, 
     xp = get_xp(params["tok_emb"], mask, flags)
     T = ans_in.shape[1]
 
-    enc_out, c_enc = _encoder_forward(params, cfg, ctx, flags)  # (B·N, L, C)
-    mem = xp.reshape(enc_out, (B, N * L, cfg.d_model))  # (B, S, C)
-    key_pad = ctx.reshape(B, N * L) == cfg.pad_id  # (B, S)
-    kvs, c_kv = _cross_kv(params, cfg, mem)
+    if memory is not None:  # the mask-independent part, computed once by reader_memory
+        if flags is not None:
+            fail(fn, "flags", flags, "None with memory= (the flags are part of the memory)")
+        _check_memory(memory, cfg, ctx, dtype, fn)
+        kvs, key_pad, c_enc, c_kv = memory.split(), memory.key_pad, None, None
+    else:
+        enc_out, c_enc = _encoder_forward(params, cfg, ctx, flags)  # (B·N, L, C)
+        mem = xp.reshape(enc_out, (B, N * L, cfg.d_model))  # (B, S, C)
+        key_pad = ctx.reshape(B, N * L) == cfg.pad_id  # (B, S)
+        kvs, c_kv = _cross_kv(params, cfg, mem)
     logits, c_dec = _decoder_forward(params, cfg, kvs, key_pad, mask, ans_in, n_docs=N)  # (B, T, V)
     loss, c_ce = ops.cross_entropy_forward(logits, ans_out, pad_id=cfg.pad_id)
     xattn = [ops.cross_attention_record(c[3]) for c in c_dec.layers] if need_attn else None
@@ -421,9 +545,42 @@ def reader_backward(dloss, cache, *, param_grads=True, flag_grads=False):
     flag_grads=True (needs cfg.exact_match): the backward also runs through the encoder, to its input, and
     returns dflags; with param_grads=False it still computes no parameter gradient.
     """
+    fn = "reader_backward"
+    check_cache(fn, cache, ReaderCache, forward="reader_forward")
+    dloss = check_dloss(fn, dloss)
+    _check_backward_flags(fn, cache, param_grads, flag_grads)
     # loss = cross_entropy(logits, ans_out)
     dlogits = ops.cross_entropy_backward(dloss, cache.ce)  # (B, T, V)
-    return reader_logits_backward(dlogits, cache, param_grads=param_grads, flag_grads=flag_grads)
+    return _logits_backward(dlogits, cache, param_grads, flag_grads)
+
+
+def check_dloss(fn, dloss):
+    """The upstream gradient of a scalar loss: a finite real number or a 0-d float array."""
+    d = unbox(dloss)
+    if isinstance(d, np.ndarray) or is_cupy(d):
+        if d.shape != ():
+            fail(fn, "dloss.shape", tuple(d.shape), "() (the gradient of the scalar loss)")
+        if d.dtype.kind not in "fiu":
+            fail(fn, "dloss.dtype", d.dtype, "a real dtype", TypeError)
+        v = float(d)
+    elif isinstance(d, numbers.Real) and not isinstance(d, (bool, np.bool_)):
+        v = float(d)
+    else:
+        fail(fn, "dloss", dloss, "a finite real number (the gradient of the scalar loss)", TypeError)
+    if not math.isfinite(v):
+        fail(fn, "dloss", dloss, "a finite real number")
+    return dloss
+
+
+def _check_backward_flags(fn, cache, param_grads, flag_grads):
+    param_grads = check_bool(fn, "param_grads", param_grads)
+    flag_grads = check_bool(fn, "flag_grads", flag_grads)
+    if flag_grads and not cache.cfg.exact_match:
+        fail(fn, "flag_grads", True, "False when cfg.exact_match=False (no flags)")
+    if cache.enc is None and (param_grads or flag_grads):
+        name = "param_grads" if param_grads else "flag_grads"
+        fail(fn, name, True, "False for a forward given memory= (the encoder's cache is not kept; "
+             "run reader_forward without memory for parameter or flag gradients)")
 
 
 def _cross_attention_backward(dy, c, *, param_grads, need_kv):
@@ -442,13 +599,19 @@ def _cross_attention_backward(dy, c, *, param_grads, need_kv):
 def reader_logits_backward(dlogits, cache, *, param_grads=True, flag_grads=False):
     """reader_backward from a gradient on the logits, dlogits (B, T, V) = dL/d cache.logits, for a loss
     built on the logits rather than on cache.nll. Returns what reader_backward returns."""
+    fn = "reader_logits_backward"
+    check_cache(fn, cache, ReaderCache, forward="reader_forward")
+    _check_backward_flags(fn, cache, param_grads, flag_grads)
+    B, N, L, T = cache.shape
+    check_array(fn, "dlogits", dlogits, shape=(B, T, cache.cfg.vocab_size), finite=True)
+    return _logits_backward(dlogits, cache, param_grads, flag_grads)
+
+
+def _logits_backward(dlogits, cache, param_grads, flag_grads):
+    """reader_logits_backward after validation."""
     cfg = cache.cfg
     B, N, L, T = cache.shape
-    flag_grads = check_bool("reader_logits_backward", "flag_grads", flag_grads)
-    if flag_grads and not cfg.exact_match:
-        fail("reader_logits_backward", "flag_grads", True, "False when cfg.exact_match=False (no flags)")
     xp = get_xp(cache.logits)
-    check_array("reader_logits_backward", "dlogits", dlogits, shape=(B, T, cfg.vocab_size))
     grads = {} if param_grads else None
     need_mem = param_grads or flag_grads  # the backward goes on into the encoder
     dec = cache.dec
@@ -501,12 +664,13 @@ def reader_logits_backward(dlogits, cache, *, param_grads=True, flag_grads=False
     return (dparams, dmask, dflags) if flag_grads else (dparams, dmask)
 
 
-def greedy_decode(params, cfg, ctx, mask=None, *, max_len=None, flags=None):
+def greedy_decode(params, cfg, ctx, mask=None, *, max_len=None, flags=None, memory=None):
     """Greedy answer (B, T') under the document mask (and exact-match flags): tokens up to and including EOS,
     then pad_id.
 
-    The encoder and the cross-attention keys/values run once; the decoder re-runs on the growing prefix.
-    Stops early once every row has produced EOS.
+    The encoder and the cross-attention keys/values run once (or come from ``memory``, see reader_forward);
+    the decoder re-runs on the growing prefix. Stops early once every row has produced EOS. Logits that are
+    not finite (NaN parameters, say) are an error: argmax would silently answer token 0.
     """
     fn = "greedy_decode"
     dtype = _check_params(params, cfg, fn)
@@ -516,16 +680,23 @@ def greedy_decode(params, cfg, ctx, mask=None, *, max_len=None, flags=None):
     mask = _check_mask(mask, B, N, dtype, fn)
     flags = _check_flags(flags, cfg, (B, N, L), dtype, fn)
     xp = get_xp(params["tok_emb"])
-    enc_out, _ = _encoder_forward(params, cfg, ctx, flags)  # (B·N, L, C)
-    mem = xp.reshape(enc_out, (B, N * L, cfg.d_model))  # (B, S, C)
-    key_pad = ctx.reshape(B, N * L) == cfg.pad_id  # (B, S)
-    kvs, _ = _cross_kv(params, cfg, mem)
+    if memory is None:
+        memory = _memory(params, cfg, ctx, flags)
+    else:
+        if flags is not None:
+            fail(fn, "flags", flags, "None with memory= (the flags are part of the memory)")
+        _check_memory(memory, cfg, ctx, dtype, fn)
+    kvs, key_pad = memory.split(), memory.key_pad
     prefix = xp.full((B, 1), cfg.bos_id, dtype=ctx.dtype)  # (B, 1)
     done = xp.zeros(B, dtype=bool)  # (B,)
     out = []
     for _ in range(max_len):
         logits, _ = _decoder_forward(params, cfg, kvs, key_pad, mask, prefix)  # (B, t, V)
-        nxt = xp.argmax(logits[:, -1], axis=-1).astype(ctx.dtype)  # (B,)
+        last = logits[:, -1]  # (B, V)
+        if not bool(xp.all(xp.isfinite(last))):
+            b = int(xp.argmin(xp.all(xp.isfinite(last), axis=-1)))
+            fail(fn, f"logits[{b}]", "<not finite>", "finite logits (are the parameters finite?)")
+        nxt = xp.argmax(last, axis=-1).astype(ctx.dtype)  # (B,)
         nxt = xp.where(done, cfg.pad_id, nxt)  # (B,)
         out.append(nxt)
         done = done | (nxt == cfg.eos_id)

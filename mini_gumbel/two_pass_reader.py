@@ -42,6 +42,16 @@ batch without two-hop rows costs one read.
     dparams, dmask = two_pass_backward(1.0, cache, param_grads=True)  # every parameter, both reads
     answers = two_pass_decode(params, cfg, ctx1, flags1, ctx2, hops, mask)
 
+What the mask cannot reach (the frozen reader's training step reuses it): read 1's encoder states and its
+cross-attention keys and values (``two_pass_memory``: ctx1 and flags1 are fixed per example), and, in both
+reads, the decoder's first self-attention block (answer tokens only, B·T of the step's B·N·L + B·T tokens:
+not kept). Everything
+from read 1's first cross-attention on depends on M, and so do p1, read 2's flags and hence read 2's
+encoder, which therefore runs every step.
+
+    memory1 = two_pass_memory(params, cfg, batch)                      # once per example
+    loss, cache = two_pass_forward(params, cfg, batch, mask, memory1=memory1.take(idx))   # bit-identical
+
 Dimension letters as in mini_gumbel.reader: B batch, N documents, L = READ_PREFIX + Ld tokens per read
 sequence, Ld tokens per document, T answer tokens, V vocabulary, B₂ two-hop rows.
 """
@@ -53,11 +63,13 @@ import numpy as np
 
 from . import ops
 from .backend import get_xp, unbox
-from .reader import ReaderCache, ReaderConfig, greedy_decode, reader_backward, reader_forward, reader_logits_backward
-from .validate import check_array, check_int, check_token_ids, check_type, fail
+from .reader import (ReaderCache, ReaderConfig, ReaderMemory, check_dloss, greedy_decode, reader_backward,
+                     reader_forward, reader_logits_backward, reader_memory)
+from .validate import check_array, check_bool, check_cache, check_int, check_token_ids, check_type, fail
 
 __all__ = ["READ_PREFIX", "read_ctx", "entity_flags", "soft_flags", "soft_flags_backward", "TwoPassBatch",
-           "TwoPassCache", "two_pass_forward", "two_pass_backward", "two_pass_decode", "two_pass_first_hop"]
+           "TwoPassCache", "two_pass_forward", "two_pass_backward", "two_pass_decode", "two_pass_first_hop",
+           "two_pass_memory"]
 
 READ_PREFIX = 3  # [w, ENT, SEP] before the document's tokens
 
@@ -177,15 +189,30 @@ def _pad_cols(a, T, value):
     return xp.concatenate([a, xp.full((a.shape[0], T - a.shape[1]), value, dtype=a.dtype)], axis=1)
 
 
-def two_pass_forward(params, cfg, batch, mask=None):
-    """Loss (mean over the batch of the final read's answer NLL) and a TwoPassCache; mask (B, N) float >= 0
-    or None (all ones), the same for both reads. Needs cfg.exact_match. The reads' own arguments are
-    validated by reader_forward (a message names the read's argument, e.g. ``ctx`` for ctx1 or ctx2)."""
-    fn = "two_pass_forward"
-    _check_two_pass(cfg, fn)
+def _check_batch(batch, fn):
     if not isinstance(batch, TwoPassBatch):
         fail(fn, "batch", f"<a {type(batch).__name__}>", "a TwoPassBatch(ctx1, flags1, ans1_in, ans1_out, ctx2, "
              "ans_in, ans_out, hops)", TypeError)
+
+
+def two_pass_memory(params, cfg, batch) -> ReaderMemory:
+    """Read 1's mask-independent states (reader.reader_memory of ctx1 and flags1), for two_pass_forward's
+    memory1: compute once per example, pass rows of it (``.take(idx)``) every step."""
+    fn = "two_pass_memory"
+    _check_two_pass(cfg, fn)
+    _check_batch(batch, fn)
+    return reader_memory(params, cfg, batch.ctx1, batch.flags1)
+
+
+def two_pass_forward(params, cfg, batch, mask=None, *, memory1=None):
+    """Loss (mean over the batch of the final read's answer NLL) and a TwoPassCache; mask (B, N) float >= 0
+    or None (all ones), the same for both reads. Needs cfg.exact_match. The reads' own arguments are
+    validated by reader_forward (a message names the read's argument, e.g. ``ctx`` for ctx1 or ctx2).
+    memory1: two_pass_memory of this batch (or its rows): read 1 skips its encoder, with bit-identical
+    outputs; the cache then supports the frozen backward only."""
+    fn = "two_pass_forward"
+    _check_two_pass(cfg, fn)
+    _check_batch(batch, fn)
     ctx1 = check_token_ids(fn, "batch.ctx1", batch.ctx1, ndim=3, vocab_size=cfg.vocab_size)
     ctx2 = check_token_ids(fn, "batch.ctx2", batch.ctx2, ndim=3, vocab_size=cfg.vocab_size)
     if ctx2.shape != ctx1.shape:
@@ -199,7 +226,10 @@ def two_pass_forward(params, cfg, batch, mask=None):
     one_hop = (hops == 1).astype(dtype)  # (B,)
 
     # read 1: the single-hop answer, or the bridge entity
-    _, c1 = reader_forward(params, cfg, ctx1, batch.ans1_in, batch.ans1_out, mask, flags=batch.flags1)
+    if memory1 is None:
+        _, c1 = reader_forward(params, cfg, ctx1, batch.ans1_in, batch.ans1_out, mask, flags=batch.flags1)
+    else:  # read 1's encoder states, computed once (its flags are in the memory)
+        _, c1 = reader_forward(params, cfg, ctx1, batch.ans1_in, batch.ans1_out, mask, memory=memory1)
     p1, _ = ops.softmax_forward(c1.logits[:, 0])  # (B, V)
     nll = one_hop * c1.nll  # (B,)
     logprobs = one_hop[:, None] * c1.logprobs  # (B, T1)
@@ -222,7 +252,13 @@ def two_pass_forward(params, cfg, batch, mask=None):
 def two_pass_backward(dloss, cache, *, param_grads=False):
     """(dparams or None, dmask (B, N)) of two_pass_forward's loss. param_grads=False (the frozen reader):
     no parameter gradient, read 2's encoder runs backward to its flags only and read 1's encoder not at all.
-    param_grads=True: the gradient of every parameter, summed over both reads."""
+    param_grads=True: the gradient of every parameter, summed over both reads (not for a forward given
+    memory1: read 1's encoder cache is not kept)."""
+    fn = "two_pass_backward"
+    check_cache(fn, cache, TwoPassCache, forward="two_pass_forward")
+    dloss = check_dloss(fn, dloss)
+    if check_bool(fn, "param_grads", param_grads) and cache.read1.enc is None:
+        fail(fn, "param_grads", True, "False for a forward given memory1= (read 1's encoder cache is not kept)")
     cfg = cache.cfg
     c1, c2 = cache.read1, cache.read2
     B = c1.logits.shape[0]

@@ -8,7 +8,7 @@ from mini_gumbel.experiment.configs import default_reader_config
 from mini_gumbel.experiment.readers import reader_inputs
 from mini_gumbel.gradcheck import check_grads
 from mini_gumbel.gumbel import topk_mask
-from mini_gumbel.gumbel_reranking import gumbel_reranking_step, rerank
+from mini_gumbel.gumbel_reranking import gumbel_reranking_step, reader_memory_of, rerank
 from mini_gumbel.reader import init_reader
 from mini_gumbel.reranker import init_reranker, reranker_forward
 
@@ -52,3 +52,26 @@ def test_rerank_is_the_hard_top_k_of_the_scores(batch):
     scores, _ = reranker_forward(ranker, b.question, b.docs)
     np.testing.assert_array_equal(keep, topk_mask(scores, 3))
     assert (keep.sum(1) == 3).all()
+
+
+@pytest.mark.parametrize("reader", ["two_pass", "fid"])
+def test_step_with_reused_memory_is_the_full_step(batch, reader):
+    """The step given rows of the reader's memory (computed once on more examples) returns exactly the loss
+    and reranker gradients of the step that runs the whole reader."""
+    b, V = batch
+    cfg = default_reader_config(DATA, reader, d_model=16, d_ff=32, n_enc_layers=1, n_dec_layers=2)
+    reader_params = init_reader(cfg, 1)
+    ranker = init_reranker(V, 8, 2, init="random")
+    x = reader_inputs(b, cfg)
+    memory = reader_memory_of(reader_params, cfg, x)
+    idx = np.array([5, 1, 2, 0])
+    sub = b.batch(idx)
+    kw = dict(k=3, tau=0.5, kappa=1.3)
+    loss, g = gumbel_reranking_step(ranker, sub.question, sub.docs, reader_params, cfg, reader_inputs(sub, cfg),
+                                    np.random.default_rng(3), **kw)
+    loss_m, g_m = gumbel_reranking_step(ranker, sub.question, sub.docs, reader_params, cfg,
+                                        reader_inputs(sub, cfg), np.random.default_rng(3), memory=memory.take(idx),
+                                        **kw)
+    assert loss_m == loss
+    for k in g:
+        np.testing.assert_array_equal(g_m[k], g[k])

@@ -9,7 +9,7 @@ import reader_batches
 from mini_gumbel.gradcheck import check_grads, rel_error
 from mini_gumbel.optim import adam_init, adam_step
 from mini_gumbel.reader import (ReaderConfig, greedy_decode, init_reader, param_shapes, reader_backward,
-                                reader_encode, reader_forward)
+                                reader_encode, reader_forward, reader_memory)
 
 V = 13
 CFG = ReaderConfig(vocab_size=V, d_model=8, n_heads=2, n_enc_layers=2, n_dec_layers=2, d_ff=12,
@@ -206,9 +206,9 @@ def test_validation_messages(params, rng):
     ctx, ai, ao, M = make_batch(rng)
     Mz = M.copy()
     Mz[1] = 0.0
-    with pytest.raises(ValueError, match=r"mask\[1\].sum\(\)=0.0; expected > 0"):
+    with pytest.raises(ValueError, match=r"mask\[1\].max\(\)=0.0; expected a row maximum in \[1.5e-154, "):
         reader_forward(params, CFG, ctx, ai, ao, Mz)
-    with pytest.raises(ValueError, match=r"mask\[1\].sum\(\)=0.0; expected > 0"):
+    with pytest.raises(ValueError, match=r"mask\[1\].max\(\)=0.0; expected a row maximum in"):
         greedy_decode(params, CFG, ctx, Mz)
     with pytest.raises(ValueError, match=r"mask=.*expected values >= 0"):
         reader_forward(params, CFG, ctx, ai, ao, -M)
@@ -316,3 +316,70 @@ def test_reader_learns_copy_task():
     # DMA on the trained reader: the gold document alone suffices; without it the answer is mostly lost
     assert (greedy_decode(P, cfg, ctx, only_gold) == ao).all()
     assert (greedy_decode(P, cfg, ctx, 1.0 - only_gold)[:, 0] == ao[:, 0]).mean() < 0.5
+
+
+# ------------------------------------------------------------------------------------------------------
+# the mask-independent memory (reader_memory): computed once, reused under every mask
+
+
+def test_memory_forward_is_bit_identical(params, rng):
+    """A forward given rows of a memory computed on a larger, differently ordered batch gives exactly the
+    loss, logits, NLL and frozen mask gradient of the whole reader; greedy decoding too."""
+    ctx, ai, ao, M = make_batch(rng, B=5)
+    memory = reader_memory(params, CFG, ctx)
+    assert memory.nbytes == CFG.n_dec_layers * 5 * 3 * 5 * 2 * CFG.d_model * 8 + 5 * 3 * 5
+    idx = np.array([3, 0, 4])
+    loss, cache = reader_forward(params, CFG, ctx[idx], ai[idx], ao[idx], M[idx])
+    loss_m, cache_m = reader_forward(params, CFG, ctx[idx], ai[idx], ao[idx], M[idx], memory=memory.take(idx))
+    assert cache_m.enc is None and cache_m.kv is None  # no encoder ran
+    assert loss_m == loss
+    np.testing.assert_array_equal(cache_m.logits, cache.logits)
+    np.testing.assert_array_equal(cache_m.nll, cache.nll)
+    np.testing.assert_array_equal(reader_backward(1.0, cache_m, param_grads=False)[1],
+                                  reader_backward(1.0, cache, param_grads=False)[1])
+    np.testing.assert_array_equal(greedy_decode(params, CFG, ctx[idx], M[idx], memory=memory.take(idx)),
+                                  greedy_decode(params, CFG, ctx[idx], M[idx]))
+    # the memory is the states reader_encode exposes, projected by each layer's Wkv (nothing else in it)
+    enc = reader_encode(params, CFG, ctx).reshape(5, 15, CFG.d_model)
+    np.testing.assert_array_equal(memory.kv[1], enc @ params["dec.1.cross.Wkv"] + params["dec.1.cross.bkv"])
+    both = memory.concat([memory.take(np.arange(2)), memory.take(np.arange(2, 5))])
+    for a, b in zip(both.kv, memory.kv):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_memory_backward_gradients(params, rng):
+    """The frozen backward of a forward given a memory: the mask gradient against finite differences and
+    autograd of that same forward (check_grads, with its 1% mutation)."""
+    ctx, ai, ao, M = make_batch(rng)
+    memory = reader_memory(params, CFG, ctx)
+
+    def forward(d):
+        return reader_forward(params, CFG, ctx, ai, ao, d["__mask"], memory=memory)
+
+    def backward(dloss, cache):
+        dP, dM = reader_backward(dloss, cache, param_grads=False)
+        assert dP is None
+        return {"__mask": dM}
+
+    rep = check_grads(forward, backward, {"__mask": M}, rng=rng)
+    assert rep.mutated_fd_rel_error > 3e-3
+
+
+def test_memory_validation(params, rng):
+    ctx, ai, ao, M = make_batch(rng, B=3)
+    memory = reader_memory(params, CFG, ctx)
+    _, cache = reader_forward(params, CFG, ctx, ai, ao, M, memory=memory)
+    with pytest.raises(ValueError, match=r"reader_backward: param_grads=True; expected False for a forward given "
+                                         r"memory="):
+        reader_backward(1.0, cache)
+    with pytest.raises(ValueError, match=r"memory.shape=\(2, 3, 5\); expected ctx.shape=\(3, 3, 5\)"):
+        reader_forward(params, CFG, ctx, ai, ao, M, memory=memory.take(np.arange(2)))
+    other = ctx.copy()
+    other[0, 0, 1] = 0  # different padding: not this ctx's memory
+    with pytest.raises(ValueError, match=r"memory.key_pad=.*expected the padding of ctx"):
+        reader_forward(params, CFG, other, ai, ao, M, memory=memory)
+    with pytest.raises(TypeError, match=r"reader_forward: memory=.*expected a ReaderMemory"):
+        reader_forward(params, CFG, ctx, ai, ao, M, memory=memory.kv)
+    P32 = init_reader(CFG, 0, dtype=np.float32)
+    with pytest.raises(TypeError, match=r"memory.kv\[0\].dtype=float64; expected float32"):
+        reader_forward(P32, CFG, ctx, ai, ao, M, memory=memory)

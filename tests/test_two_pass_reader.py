@@ -10,7 +10,7 @@ from mini_gumbel.reader import (ReaderConfig, greedy_decode, init_reader, param_
                                 reader_encode, reader_forward, reader_logits_backward)
 from mini_gumbel.two_pass_reader import (READ_PREFIX, TwoPassBatch, entity_flags, read_ctx, soft_flags,
                                          soft_flags_backward, two_pass_backward, two_pass_decode, two_pass_first_hop,
-                                         two_pass_forward)
+                                         two_pass_forward, two_pass_memory)
 
 V = 13
 CFG = ReaderConfig(vocab_size=V, d_model=8, n_heads=2, n_enc_layers=1, n_dec_layers=2, d_ff=12,
@@ -413,9 +413,47 @@ def test_two_pass_validation(params, rng):
         two_pass_forward(params, CFG, batch._replace(ctx2=batch.ctx2[:, :2]), M)
     with pytest.raises(ValueError, match=r"reader_forward: flags=.*expected values in \[0, 1\]"):
         two_pass_forward(params, CFG, batch._replace(flags1=2.0 * batch.flags1), M)
-    with pytest.raises(ValueError, match=r"reader_forward: mask\[1\].sum\(\)=0.0; expected > 0"):
+    with pytest.raises(ValueError, match=r"reader_forward: mask\[1\].max\(\)=0.0; expected a row maximum"):
         two_pass_forward(params, CFG, batch, M * np.array([[1], [0], [1], [1]]))
     with pytest.raises(ValueError, match=r"two_pass_decode: hops\[0\]=0; expected 1 or 2"):
         two_pass_decode(params, CFG, batch.ctx1, batch.flags1, batch.ctx2, np.zeros(4, int))
     with pytest.raises(ValueError, match=r"two_pass_decode: ctx2.shape=\(4, 3, 5\); expected ctx1.shape"):
         two_pass_decode(params, CFG, batch.ctx1, batch.flags1, batch.ctx2[..., :5], batch.hops)
+
+
+# ------------------------------------------------------------------------------------------------------
+# read 1's mask-independent memory (two_pass_memory), reused under every mask
+
+
+def test_two_pass_memory_is_bit_identical(params, rng):
+    """Rows of read 1's memory, computed on the whole batch, give exactly the loss, per-row NLL, p1, read 2's
+    flags and the frozen mask gradient of the full two-pass reader on a reordered sub-batch."""
+    batch, M = make_two_pass(rng, hops=(1, 2, 2, 1, 2))
+    memory = two_pass_memory(params, CFG, batch)
+    idx = np.array([4, 0, 2])
+    sub = TwoPassBatch(*(a[idx] for a in batch))
+    loss, c = two_pass_forward(params, CFG, sub, M[idx])
+    loss_m, c_m = two_pass_forward(params, CFG, sub, M[idx], memory1=memory.take(idx))
+    assert c_m.read1.enc is None and c.read1.enc is not None
+    assert loss_m == loss
+    for a, b in ((c_m.nll, c.nll), (c_m.p1, c.p1), (c_m.flags2, c.flags2), (c_m.logprobs, c.logprobs)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(two_pass_backward(1.0, c_m)[1], two_pass_backward(1.0, c)[1])
+    with pytest.raises(ValueError, match=r"two_pass_backward: param_grads=True; expected False for a forward "
+                                         r"given memory1="):
+        two_pass_backward(1.0, c_m, param_grads=True)
+
+
+def test_two_pass_memory_mask_gradient(params, rng):
+    """The frozen mask gradient with read 1 from its memory (read 2's flags path still live): check_grads."""
+    batch, M = make_two_pass(rng)
+    memory = two_pass_memory(params, CFG, batch)
+
+    def forward(d):
+        return two_pass_forward(params, CFG, batch, d["__mask"], memory1=memory)
+
+    def backward(dloss, cache):
+        return {"__mask": two_pass_backward(dloss, cache)[1]}
+
+    rep = check_grads(forward, backward, {"__mask": M}, rng=rng)
+    assert rep.mutated_fd_rel_error > 3e-3

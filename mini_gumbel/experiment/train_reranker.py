@@ -14,7 +14,12 @@ against the same frozen reader (either reader: mini_gumbel.experiment.readers); 
 The teachers of the four distillation baselines depend on the frozen reader and the example only, never on
 the reranker, so they are computed once per training example before the loop (exactly what the per-step
 computation would give, without paying for it every step). Gumbel Reranking runs the reader every step,
-because its mask depends on the current scores.
+because its mask depends on the current scores -- but only the part of the reader the mask reaches: the
+encoder states it cannot reach (the FiD reader's whole encoder, the two-pass reader's read 1, each decoder
+layer's keys and values of them; gumbel_reranking.reader_memory_of) are computed once per training example
+the same way, as compute_teachers("gumbel", ...)["memory"], and every step takes its batch's rows. The
+results are bit-identical to running the whole reader every step; the memory costs
+n_dec_layers · N · L · 2C values of the reader's dtype per example (ReaderMemory.nbytes).
 
 Dimension letters: B batch, N candidates, K kept, L tokens per encoder sequence, T answer tokens.
 """
@@ -25,10 +30,11 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from .. import losses
-from ..gumbel_reranking import gumbel_reranking_loss
+from ..gumbel_reranking import gumbel_reranking_loss, reader_memory_of
+from ..reader import ReaderMemory
 from ..optim import adam_init, adam_step
 from ..reranker import init_reranker, reranker_backward, reranker_forward
-from ..validate import check_choice
+from ..validate import check_bool, check_choice
 from .configs import METHODS, RerankConfig
 from .evaluate import batches, evaluate_ranker
 from .readers import answer_nll, final_read_attention, one_doc_logprobs, reader_inputs
@@ -60,12 +66,17 @@ def compute_teachers(method: str, reader_params, reader_cfg, data, cfg: RerankCo
                      progress: Callable | None = None) -> dict:
     """Teacher signals for every example of ``data`` (arrays with a leading example axis).
 
-    pdist: g (S, N); emdr: token log-probs (S, N, T); loop: g (S, N); adist: g (S, N). Others: {}.
+    pdist: g (S, N); emdr: token log-probs (S, N, T); loop: g (S, N); adist: g (S, N); gumbel: {"memory":
+    the frozen reader's mask-independent states of every example, a ReaderMemory}. Others: {}.
     """
+    it = list(batches(len(data), chunk))
+    if method == "gumbel":
+        parts = [reader_memory_of(reader_params, reader_cfg, reader_inputs(data.batch(idx), reader_cfg))
+                 for idx in (progress(it, desc="gumbel reader memory") if progress else it)]
+        return {"memory": ReaderMemory.concat(parts)}
     if method not in ("pdist", "emdr", "loop", "adist"):
         return {}
     out = []
-    it = list(batches(len(data), chunk))
     for idx in (progress(it, desc=f"{method} teacher") if progress else it):
         b = data.batch(idx)
         x = reader_inputs(b, reader_cfg)
@@ -87,13 +98,14 @@ def compute_teachers(method: str, reader_params, reader_cfg, data, cfg: RerankCo
 
 
 def method_loss(method: str, scores, batch, teacher, cfg: RerankConfig, *, reader_params=None, reader_cfg=None,
-                rng: np.random.Generator | None = None, step: int = 0):
-    """The loss of ``method`` on one batch and its gradient with respect to the reranker scores (B, N)."""
+                rng: np.random.Generator | None = None, step: int = 0, memory=None):
+    """The loss of ``method`` on one batch and its gradient with respect to the reranker scores (B, N).
+    memory (gumbel): the batch's rows of compute_teachers("gumbel", ...)["memory"], or None."""
     check_choice("method_loss", "method", method, METHODS)
     if method == "gumbel":
         return gumbel_reranking_loss(scores, reader_inputs(batch, reader_cfg), reader_params, reader_cfg, rng,
-                                     k=cfg.k, tau=cfg.tau_at(step),
-                                     kappa=cfg.kappa, relaxation=cfg.relaxation, noise=cfg.noise)
+                                     k=cfg.k, tau=cfg.tau_at(step), kappa=cfg.kappa, relaxation=cfg.relaxation,
+                                     noise=cfg.noise, memory=memory)
     if method == "supervised":
         loss, cache = losses.supervised_forward(scores, batch.gold, form=cfg.supervised_form)
         return loss, losses.supervised_backward(1.0, cache)
@@ -114,8 +126,12 @@ def method_loss(method: str, scores, batch, teacher, cfg: RerankConfig, *, reade
 
 def train_reranker(method: str, reader_params, reader_cfg, train, dev, cfg: RerankConfig, *, seed: int,
                    vocab_size: int, teachers: dict | None = None, progress: Callable | None = None,
-                   dtype=np.float64) -> RerankRun:
-    """Train a fresh reranker with ``method``. Same seed -> same init, batches and noise for every method."""
+                   dtype=np.float64, reuse_memory: bool = True) -> RerankRun:
+    """Train a fresh reranker with ``method``. Same seed -> same init, batches and noise for every method.
+
+    teachers: compute_teachers(method, ...) on the first n_train examples (computed here when None).
+    reuse_memory=False (gumbel): run the whole reader every step instead of reusing its mask-independent
+    states; the results are the same, bit for bit (tested), only slower."""
     check_choice("train_reranker", "method", method, METHODS)
     rng = np.random.default_rng(seed)
     init_seed, batch_seed, noise_seed = rng.integers(0, 2**31 - 1, size=3)
@@ -123,9 +139,12 @@ def train_reranker(method: str, reader_params, reader_cfg, train, dev, cfg: Rera
     init_params = {k: v.copy() for k, v in params.items()}
     n = min(cfg.n_train, len(train))
     train = train.batch(np.arange(n))
-    if teachers is None:
+    reuse_memory = check_bool("train_reranker", "reuse_memory", reuse_memory)
+    if teachers is None and (method != "gumbel" or reuse_memory):
         teachers = compute_teachers(method, reader_params, reader_cfg, train, cfg, progress=progress)
+    teachers = teachers or {}
     teacher_all = teachers.get("teacher")
+    memory_all = teachers.get("memory") if reuse_memory else None
     state = adam_init(params)
     batch_rng, noise_rng = np.random.default_rng(int(batch_seed)), np.random.default_rng(int(noise_seed))
     order = batch_rng.permutation(n)
@@ -141,7 +160,8 @@ def train_reranker(method: str, reader_params, reader_cfg, train, dev, cfg: Rera
         b = train.batch(idx)
         scores, rcache = reranker_forward(params, b.question, b.docs, pad_id=reader_cfg.pad_id)
         loss, dscores = method_loss(method, scores, b, None if teacher_all is None else teacher_all[idx], cfg,
-                                    reader_params=reader_params, reader_cfg=reader_cfg, rng=noise_rng, step=step)
+                                    reader_params=reader_params, reader_cfg=reader_cfg, rng=noise_rng, step=step,
+                                    memory=None if memory_all is None else memory_all.take(idx))
         grads = reranker_backward(dscores, rcache)
         params, state, _ = adam_step(params, grads, state, lr=cfg.lr, clip_norm=cfg.clip_norm)
         if step % cfg.eval_every == 0 or step == cfg.steps:
