@@ -37,6 +37,7 @@ and estimators of g* from R noise draws (each returns per-draw gradients (R, N) 
     reinforce_gradient_draws(scores, k, values, rng, draws=R, kappa=, baseline="none" | "loo")
         the score function (c_S - b) ∂ log P(S)/∂w with S = top-K(κ w + G) and the exact ∂ log P(S) from above;
         "loo": b = the mean of the other R - 1 draws' values (independent of the draw, so still unbiased)
+    reinforce_moments(scores, k, values, kappa=, baseline=)   the exact mean and covariance of one REINFORCE draw
     gradient_error_stats(draws, g_true)   relative bias, its noise floor, cosine, relative std and MSE per draw
 
 Padding: a ``-inf`` score is a padded candidate; it belongs to no subset and gets ``dscores = 0`` exactly.
@@ -55,7 +56,7 @@ from .validate import check_array, check_bool, check_choice, check_int, check_re
 
 __all__ = ["MAX_PAIRS", "BASELINES", "subset_probabilities", "subset_log_prob_grads", "expected_value_forward",
            "expected_value_backward", "expected_value_and_grad", "subset_index", "relaxed_gradient_draws",
-           "reinforce_gradient_draws", "gradient_error_stats"]
+           "reinforce_gradient_draws", "reinforce_moments", "gradient_error_stats"]
 
 # the largest enumeration: C(12, 6) subsets x 6! orderings (N = 12, K = 6)
 MAX_PAIRS = math.comb(12, 6) * math.factorial(6)
@@ -335,16 +336,40 @@ def reinforce_gradient_draws(scores, k, values, rng, *, draws, kappa=1.0, baseli
     return (cr - b)[:, None] * dlogp[idx], cr
 
 
-def gradient_error_stats(draws, g_true) -> dict:
+def reinforce_moments(scores, k, values, *, kappa=1.0, baseline="none"):
+    """(mean (N,), cov (N, N)): the exact mean and covariance of one REINFORCE draw, by enumeration.
+
+    One draw is ĝ_S = (c_S - b) ∂ log P(S)/∂w with probability P(S); mean = Σ_S P_S ĝ_S (= g* for any constant b,
+    since Σ_S P_S ∂ log P(S) = 0), cov = Σ_S P_S ĝ_S ĝ_Sᵀ - mean meanᵀ. baseline "loo" is taken at its large-R
+    limit b = E_S[c_S] (the leave-one-out mean of R - 1 other draws adds O(1/R) to the variance). The standard
+    error of a sample mean over R draws then needs no sample of the rare subsets: a sample estimate of it misses
+    every subset of probability << 1/R."""
+    fn = "reinforce_moments"
+    check_choice(fn, "baseline", baseline, BASELINES)
+    subsets, logp, dlogp = subset_log_prob_grads(scores, k, kappa=kappa)  # (S, k), (S,), (S, N)
+    c = np.asarray(check_array(fn, "values", values, shape=(subsets.shape[0],), finite=True), dtype=np.float64)
+    p = np.exp(logp)  # (S,)
+    b = float(p @ c) if baseline == "loo" else 0.0
+    g = (c - b)[:, None] * dlogp  # (S, N) the draw when S comes up
+    mean = p @ g  # (N,)
+    cov = (g * p[:, None]).T @ g - np.outer(mean, mean)  # (N, N)
+    return mean, cov
+
+
+def gradient_error_stats(draws, g_true, *, exact_cov=None) -> dict:
     """How far R per-draw gradient estimates (R, N) are from the exact g* (N,), as plain floats:
 
     rel_bias     ||mean_r ĝ_r - g*|| / ||g*||
     noise_floor  sqrt(Σ_i var_i / R) / ||g*||: the rel_bias an unbiased estimator shows on average with R draws
-    bias_z       <mean - g*, u> / SE along u = g*/||g*||: N(0, 1) for an unbiased estimator (inf if SE = 0 and
-                 the mean is off)
+    bias_z       <mean - g*, u> / SE along u = g*/||g*||: about N(0, 1) for an unbiased estimator (inf if SE = 0
+                 and the mean is off)
+    norm_ratio   ||mean|| / ||g*|| (a rel_bias near 1 with a norm_ratio near 0: the estimate is just small)
     cosine       cos(mean_r ĝ_r, g*)
     rel_std      sqrt(mean_r ||ĝ_r - mean||²) / ||g*||: the spread of one draw
     rel_mse      mean_r ||ĝ_r - g*||² / ||g*||²: the error of one draw (≈ rel_bias² + rel_std²)
+
+    ``exact_cov`` (N, N), when the covariance of one draw is known (reinforce_moments): noise_floor, bias_z and
+    rel_std use it instead of the sample's.
     """
     fn = "gradient_error_stats"
     d = np.asarray(check_array(fn, "draws", draws, ndim=2, finite=True), dtype=np.float64)
@@ -352,22 +377,26 @@ def gradient_error_stats(draws, g_true) -> dict:
     gn = float(np.linalg.norm(g))
     if gn == 0.0:
         fail(fn, "g_true", g_true, "a non-zero gradient (every statistic is relative to ||g*||)")
-    R = d.shape[0]
+    R, N = d.shape
     mean = d.mean(axis=0)  # (N,)
     dev = d - mean  # (R, N)
-    var = (dev ** 2).sum(axis=0) / max(R - 1, 1)  # (N,) unbiased per-coordinate variance
     u = g / gn
-    proj = dev @ u  # (R,)
-    se = float(np.sqrt((proj ** 2).sum() / max(R - 1, 1) / R))
+    if exact_cov is None:
+        cov = dev.T @ dev / max(R - 1, 1)  # (N, N) sample covariance of one draw
+    else:
+        cov = np.asarray(check_array(fn, "exact_cov", exact_cov, shape=(N, N), finite=True), dtype=np.float64)
+    se = float(np.sqrt(max(float(u @ cov @ u), 0.0) / R))
     off = float((mean - g) @ u)
     bias_z = off / se if se > 0 else (0.0 if off == 0.0 else math.inf)
     mn = float(np.linalg.norm(mean))
+    tr = max(float(np.trace(cov)), 0.0)
     return {
         "draws": R,
         "rel_bias": float(np.linalg.norm(mean - g) / gn),
-        "noise_floor": float(np.sqrt(var.sum() / R) / gn),
+        "noise_floor": float(np.sqrt(tr / R) / gn),
         "bias_z": float(bias_z),
+        "norm_ratio": mn / gn,
         "cosine": float(mean @ g / (mn * gn)) if mn > 0 else 0.0,
-        "rel_std": float(np.sqrt((dev ** 2).sum(axis=1).mean()) / gn),
+        "rel_std": float(np.sqrt(tr) / gn) if exact_cov is not None else float(np.sqrt((dev ** 2).sum(axis=1).mean()) / gn),
         "rel_mse": float(((d - g) ** 2).sum(axis=1).mean() / gn ** 2),
     }
