@@ -61,5 +61,22 @@ def test_demo_overrides_reach_the_gumbel_config(tmp_path, monkeypatch):
     cfg = res["configs"]["rerank"]
     for part in ("steps=5", "tau=0.3", "kappa=2.5", "relaxation='iterative'", "noise=False"):
         assert part in cfg, (part, cfg)
-    assert set(res["table"]) == {"untrained", "gumbel", "oracle (gold docs)"}
-    assert res["curves"]["gumbel"][0][-1]["step"] == 5
+    label = "gumbel (kappa=2.5, noise=False, relaxation=iterative, tau=0.3)"  # the overrides, not --steps
+    assert set(res["table"]) == {"untrained", label, "oracle (gold docs)"}
+    assert res["curves"][label][0][-1]["step"] == 5
+
+
+@pytest.mark.parametrize("content", ["", '{"method": "gumbel", "te', "[]", '{"config_hash": 3}', "\xff\xfe"])
+def test_unreadable_run_file_is_recomputed_with_a_warning(demo_out, tmp_path, capsys, content):
+    """A truncated, empty or foreign run file is a warning and a recomputation, never a crash."""
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / "runs").mkdir()
+    src = next((demo_out / "runs").glob("gumbel-seed0-*.json"))
+    (out / "runs" / src.name).write_bytes(content.encode("latin-1"))
+    args = ["demo", "--quick", "--out", str(out), "--no-progress", "--seeds", "0", "--methods", "gumbel", "--no-tuned"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert f"ignoring the unreadable run file {out / 'runs' / src.name}" in printed and "recomputing it" in printed
+    rec = json.loads((out / "runs" / src.name).read_text())
+    assert rec["test"] == json.loads(src.read_text())["test"]  # recomputed, and the same run as before

@@ -9,6 +9,7 @@ interrupted training resumes).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -22,7 +23,7 @@ from ..reader import ReaderConfig
 from .configs import TrainReaderConfig, config_hash, default_reader_config
 from .train_reader import FORMAT_VERSION, train_reader
 
-__all__ = ["save_reader", "load_reader", "cache_key", "default_cache_dir", "load_or_train_reader"]
+__all__ = ["save_reader", "load_reader", "cache_key", "default_cache_dir", "reader_folder", "load_or_train_reader"]
 
 
 def save_reader(path, params: dict, reader_cfg: ReaderConfig, report: Optional[dict] = None) -> None:
@@ -55,29 +56,93 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "mini_gumbel"
 
 
+def reader_folder(data_cfg: DataConfig, reader_cfg: ReaderConfig, train_cfg: TrainReaderConfig, seed: int,
+                  cache_dir=None) -> Path:
+    """Where the reader of these configs is cached: <cache_dir or default_cache_dir()>/reader-<cache_key>."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return root / f"reader-{cache_key(data_cfg, reader_cfg, train_cfg, seed)}"
+
+
+def shown(path) -> str:
+    """A path for messages, with the home directory written as ~."""
+    path, home = Path(path), Path.home()
+    try:
+        return str(Path("~") / path.relative_to(home))
+    except ValueError:
+        return str(path)
+
+
 def load_or_train_reader(data_cfg: Optional[DataConfig] = None, reader_cfg: Optional[ReaderConfig] = None,
                          train_cfg: Optional[TrainReaderConfig] = None, *, seed: int = 0, cache_dir=None,
-                         progress: bool = True, splits: Optional[Splits] = None):
+                         progress: bool = True, splits: Optional[Splits] = None, resume: bool = True, log=print):
     """(params, reader_cfg, report): from the cache <cache_dir>/reader-<hash>/reader.npz when present,
-    else trained (resuming an interrupted training in the same folder) and stored there."""
+    else trained (resuming an interrupted training in the same folder) and stored there.
+
+    ``log`` says where the reader came from (reused, resumed from step n, or trained) and where it is cached;
+    pass ``log=None`` for silence. ``resume=False`` trains it again from step 0 and replaces the cached one.
+    Two processes that need the same reader take turns (a lock in its folder): one trains, the other reuses.
+    """
+    say = log if log is not None else (lambda *_: None)
     data_cfg = DataConfig() if data_cfg is None else data_cfg
     train_cfg = TrainReaderConfig() if train_cfg is None else train_cfg
     reader_cfg = default_reader_config(data_cfg) if reader_cfg is None else reader_cfg
-    folder = Path(cache_dir if cache_dir is not None else default_cache_dir()) / \
-        f"reader-{cache_key(data_cfg, reader_cfg, train_cfg, seed)}"
-    path = folder / "reader.npz"
-    if path.exists():
+    folder = reader_folder(data_cfg, reader_cfg, train_cfg, seed, cache_dir)
+    path, state = folder / "reader.npz", folder / "train_state.npz"
+    folder.mkdir(parents=True, exist_ok=True)
+    with file_lock(folder / ".lock", waiting=lambda: say(f"reader: waiting for another process that is training "
+                                                          f"it in {shown(folder)}")):
+        if resume and path.exists():
+            try:
+                params, cfg, report = load_reader(path, expect_config=reader_cfg)
+                say(f"reader: reused the cached reader in {shown(folder)}")
+                return params, cfg, report
+            except CheckpointError as e:
+                print(f"load_or_train_reader: ignoring unreadable cache entry ({e}); retraining", file=sys.stderr)
+        step = _state_step(state) if resume and state.exists() else None
+        if step is not None:
+            say(f"reader: resuming its training from step {step} of {train_cfg.steps} in {shown(folder)}")
+        else:
+            say(f"reader: training it ({train_cfg.steps} steps) into the cache {shown(folder)} "
+                f"(MINI_GUMBEL_CACHE moves the cache)")
+        params, report = train_reader(data_cfg, reader_cfg, train_cfg, seed=seed, out_dir=folder,
+                                      resume=step is not None, progress=progress, splits=splits)
+        save_reader(path, params, reader_cfg, report)
+        atomic_write_json(folder / "reader_report.json", report)
         try:
-            params, cfg, report = load_reader(path, expect_config=reader_cfg)
-            return params, cfg, report
-        except CheckpointError as e:
-            print(f"load_or_train_reader: ignoring unreadable cache entry ({e}); retraining", file=sys.stderr)
-    params, report = train_reader(data_cfg, reader_cfg, train_cfg, seed=seed, out_dir=folder, resume=True,
-                                  progress=progress, splits=splits)
-    save_reader(path, params, reader_cfg, report)
-    atomic_write_json(folder / "reader_report.json", report)
-    try:
-        (folder / "train_state.npz").unlink()  # the finished reader replaces the training state
-    except FileNotFoundError:
-        pass
+            state.unlink()  # the finished reader replaces the training state
+        except FileNotFoundError:
+            pass
+        say(f"reader: trained in {report['train_seconds']:.0f} s and cached in {shown(folder)}")
     return params, reader_cfg, report
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, waiting=None):
+    """Hold an exclusive advisory lock on ``path`` (created if missing); ``waiting()`` is called once if another
+    process holds it. Where fcntl is missing (Windows) there is no lock: the writes stay atomic, only the
+    training may then run twice."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                waiting()
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _state_step(state: Path) -> Optional[int]:
+    """The step an interrupted training reached, or None when its state cannot be read (it then restarts)."""
+    try:
+        _, _, extra = load_checkpoint(state)
+        return int(extra["step"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return None

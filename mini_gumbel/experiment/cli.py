@@ -1,8 +1,12 @@
 """The ``mini-gumbel`` command line: argument parsing only; the work is done by the modules it calls.
 
-    mini-gumbel train-reader   train the FiD reader on the built-in multi-hop data    (experiment.train_reader)
     mini-gumbel demo           Gumbel Reranking against its baselines, one table     (experiment.demo)
-    mini-gumbel sweep          choose Gumbel Reranking's tau and kappa on the dev split (experiment.sweep)
+    mini-gumbel train-reader   train the reader on the built-in multi-hop data, into the shared cache
+    mini-gumbel sweep          choose a method's free values on the dev split         (experiment.sweep)
+
+Every flag is checked before any work starts: a bad value ends in one argparse-style line naming the flag
+(exit status 2). Ctrl-C ends in one line saying what was saved; rerunning the same command resumes. An error
+the user can act on (a full disk, a file in the way) is one line too; ``--debug`` shows the traceback.
 """
 from __future__ import annotations
 
@@ -15,84 +19,160 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
+import math  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from .. import __version__  # noqa: E402
-from ..atomic import atomic_write_json  # noqa: E402
+from ..checkpoint import CheckpointError  # noqa: E402
 from ..timing import keep_freed_memory  # noqa: E402
-from .cache import save_reader  # noqa: E402
+from .cache import default_cache_dir, load_or_train_reader, reader_folder  # noqa: E402
 from .configs import METHODS, READERS, RerankConfig, TrainReaderConfig, default_configs, quick_configs  # noqa: E402
-from .demo import run_demo  # noqa: E402
+from .demo import default_demo_out, run_demo  # noqa: E402
 from .evaluate import format_em_table  # noqa: E402
 from .sweep import KAPPA_STDS, TAUS, run_sweep  # noqa: E402
-from .train_reader import train_reader  # noqa: E402
 
 __all__ = ["main", "build_parser"]
+
+EXTRA_HINT = 'pip install -e ".[demo]"'
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in the help, except where they say nothing: on/off switches and unset (None) values."""
+
+    def _get_help_string(self, action):
+        if action.nargs == 0 or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+# ----------------------------------------------------------------------------------------- flag types
+class Parser(argparse.ArgumentParser):
+    """argparse, but a misuse prints one line naming the flag (and where to look), not the whole usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists every flag)\n")
+
+
+def _number(parse, expected: str, ok):
+    """An argparse ``type=``: parse the text, then check it; a failure names what was expected."""
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    convert.__name__ = expected  # what argparse prints if it ever names the type
+    return convert
+
+
+positive_int = _number(int, "an integer >= 1", lambda v: v >= 1)
+seed_int = _number(int, "a non-negative integer seed", lambda v: v >= 0)
+positive_float = _number(float, "a finite number > 0", lambda v: math.isfinite(v) and v > 0)
+
+
+def _check_out(parser: argparse.ArgumentParser, flag: str, path: Path) -> None:
+    """--out must be (or become) a writable directory: say so now, not after minutes of training."""
+    if path.exists() and not path.is_dir():
+        parser.error(f"argument {flag}: {str(path)!r} is an existing file; expected a directory")
+    probe = path
+    while not probe.exists():  # the nearest existing ancestor is where the directory would be created
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        parser.error(f"argument {flag}: {str(path)!r} cannot be written (no write permission in {str(probe)!r})")
+
+
+def _progress(args) -> bool:
+    """Progress bars when asked for and tqdm (the `demo` extra) is installed; else say why there are none."""
+    if not getattr(args, "progress", True):
+        return False
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        print(f"note: tqdm is not installed, so there are no progress bars ({EXTRA_HINT} adds them)", file=sys.stderr)
+        return False
+    return True
+
+
+def _configs(args):
+    """The experiment configs (data, reader, reader training, reranker training) for --reader and --quick."""
+    return quick_configs(args.reader) if args.quick else default_configs(args.reader)
 
 
 # ----------------------------------------------------------------------------------------- train-reader
 def train_reader_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=seed_int, default=0,
                         help="seed of the data set, the initialisation and the batch/mask order")
-    parser.add_argument("--steps", type=int, default=argparse.SUPPRESS,
+    parser.add_argument("--steps", type=positive_int, default=argparse.SUPPRESS,
                         help=f"training steps (default: {TrainReaderConfig.steps} for two_pass, "
                              f"{default_configs('fid').reader_train.steps} for fid; "
                              f"{quick_configs().reader_train.steps} with --quick)")
-    parser.add_argument("--out", default="runs/reader",
-                        help="folder for reader.npz, reader_report.json and the resumable train_state.npz")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="also copy reader.npz and reader_report.json here (the reader itself is trained in, "
+                             "and read from, the shared cache that the demo, the sweep and the notebooks use)")
     parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                        help="continue from <out>/train_state.npz when it exists (it must match the "
-                             "configuration); --no-resume starts over")
+                        help="reuse the cached reader, or continue its interrupted training; --no-resume trains "
+                             "it again from step 0")
     parser.add_argument("--reader", choices=READERS, default="two_pass",
                         help="two_pass (default): decompose, then read twice; fid: the one-pass control")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke-test size: a small data set and reader, a few seconds; far from the EM targets")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS,
-                        help="no progress bar")
+                        help="smoke-test size: a small data set and reader, a few seconds; its numbers mean nothing")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
-def train_reader_run(args) -> int:
-    data_cfg, reader_cfg, train_cfg, _ = quick_configs(args.reader) if args.quick else default_configs(args.reader)
+def train_reader_run(args, parser) -> int:
+    data_cfg, reader_cfg, train_cfg, _ = _configs(args)
     if getattr(args, "steps", None) is not None:
-        if args.steps < 1:
-            raise SystemExit(f"train-reader: --steps={args.steps}; expected >= 1")
         train_cfg = dataclasses.replace(train_cfg, steps=args.steps,
                                         warmup=min(train_cfg.warmup, max(args.steps // 10, 0)))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if args.out is not None:
+        _check_out(parser, "--out", args.out)
+    folder = reader_folder(data_cfg, reader_cfg, train_cfg, args.seed)
+    args._saved = f"the reader's training state is saved in {folder}"
+    progress = _progress(args)
+    if args.quick:
+        print("--quick: a smoke test at toy size; its numbers mean nothing")
     t0 = time.perf_counter()
-    params, report = train_reader(data_cfg, reader_cfg, train_cfg, seed=args.seed, out_dir=out,
-                                  resume=args.resume, progress=getattr(args, "progress", True))
-    report["total_seconds_this_call"] = round(time.perf_counter() - t0, 2)
-    save_reader(out / "reader.npz", params, reader_cfg, report)
-    atomic_write_json(out / "reader_report.json", report)
+    params, reader_cfg, report = load_or_train_reader(data_cfg, reader_cfg, train_cfg, seed=args.seed,
+                                                      progress=progress, resume=args.resume)
     ev = report["test"]
-    print(f"reader trained for {report['steps_done']} steps in {report['train_seconds']:.1f} s "
-          f"(final loss {report['final_loss']}); test split, K={ev['k']}, chance EM ~{report['chance_em']:.3f}")
+    print(f"reader: {report['steps_done']} steps ({report['train_seconds']:.1f} s of training; final loss "
+          f"{report['final_loss']}); exact match in percent on the test split, K={ev['k']}, chance "
+          f"{100 * report['chance_em']:.1f}")
     print(format_em_table(ev))
-    print(f"random K sets holding every gold document: {ev['random_k_has_all_gold']:.3f}")
-    print(f"wrote {out / 'reader.npz'} and {out / 'reader_report.json'}")
+    print(f"random K sets holding every gold document: {100 * ev['random_k_has_all_gold']:.1f}%")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name in ("reader.npz", "reader_report.json"):
+            shutil.copyfile(folder / name, args.out / name)
+        print(f"copied reader.npz and reader_report.json to {args.out}")
+    print(f"({time.perf_counter() - t0:.0f} s)")
     return 0
 
 
 # ----------------------------------------------------------------------------------------- demo
 def demo_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="directory for results.json, results.md, "
-                   "curves.png and the per-run files that make the demo resumable")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="SEED",
+    p.add_argument("--out", type=Path, default=None,
+                   help="directory for results.json, results.md, curves.png and the per-run files that make the "
+                   "demo resumable (default: runs/demo, or runs/demo-<what differs> for --quick, --reader fid "
+                   "and the Gumbel overrides, so that an ablation never overwrites the main table)")
+    p.add_argument("--seeds", type=seed_int, nargs="+", default=[0], metavar="SEED",
                    help="reranker training seeds (init, batch order, noise); several give mean ± std")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD",
                    help=f"methods to train, from {', '.join(METHODS)}")
-    p.add_argument("--quick", action="store_true", help="smoke-sized run (CI): every code path in seconds")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the data set and of the reader")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test (CI): every code path in seconds at toy size; its numbers mean nothing")
+    p.add_argument("--data-seed", type=seed_int, default=0, help="seed of the data set and of the reader")
     d = RerankConfig()
-    p.add_argument("--steps", type=int, default=argparse.SUPPRESS,
+    p.add_argument("--steps", type=positive_int, default=argparse.SUPPRESS,
                    help=f"reranker training steps, every method (default: {d.steps}; --quick: 20)")
-    p.add_argument("--tau", type=float, default=argparse.SUPPRESS,
+    p.add_argument("--tau", type=positive_float, default=argparse.SUPPRESS,
                    help=f"Gumbel Reranking's temperature τ (default: {d.tau}, chosen by `mini-gumbel sweep`)")
-    p.add_argument("--kappa", type=float, default=argparse.SUPPRESS,
+    p.add_argument("--kappa", type=positive_float, default=argparse.SUPPRESS,
                    help=f"Gumbel Reranking's score scale κ (default: {d.kappa}, chosen by `mini-gumbel sweep`)")
     p.add_argument("--relaxation", choices=("max", "iterative", "st"), default=argparse.SUPPRESS,
                    help="relaxed top-K operator for Gumbel Reranking (default: the paper's 'max')")
@@ -103,19 +183,25 @@ def demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-tuned", dest="tuned", action="store_false",
                    help="skip the baselines' tuned rows (their values chosen by `mini-gumbel sweep --method`)")
     p.add_argument("--no-resume", action="store_true", help="ignore finished runs saved under --out/runs")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
-def demo_run(args) -> int:
-    over = {}
-    for name in ("steps", "tau", "kappa", "relaxation"):
-        if getattr(args, name, None) is not None:
-            over[name] = getattr(args, name)
+def demo_run(args, parser) -> int:
+    over = {name: getattr(args, name) for name in ("steps", "tau", "kappa", "relaxation") if hasattr(args, name)}
     if args.no_noise:
         over["noise"] = False
-    run_demo(out=args.out, seeds=tuple(args.seeds), methods=tuple(args.methods), quick=args.quick,
+    data_cfg, reader_cfg, train_cfg, rerank_cfg = _configs(args)
+    try:  # each value was checked by its flag's type; the config checks them together
+        rerank_cfg.replace(**over)
+    except (TypeError, ValueError) as e:
+        parser.error(str(e))
+    out = args.out if args.out is not None else default_demo_out(quick=args.quick, reader=args.reader, overrides=over)
+    _check_out(parser, "--out", out)
+    folder = reader_folder(data_cfg, reader_cfg, train_cfg, args.data_seed)
+    args._saved = (f"finished runs are saved in {out / 'runs'}, the reader's training state in {folder}")
+    run_demo(out=out, seeds=tuple(args.seeds), methods=tuple(args.methods), quick=args.quick,
              data_seed=args.data_seed, resume=not args.no_resume, rerank_overrides=over, reader=args.reader,
-             tuned=args.tuned, progress=not args.no_progress)
+             tuned=args.tuned, progress=_progress(args))
     return 0
 
 
@@ -126,43 +212,54 @@ def sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=("gumbel", "pdist", "emdr", "loop", "adist"), default="gumbel",
                    help="the method whose free values are swept (the grids: `mini_gumbel.experiment.sweep.grid`)")
     p.add_argument("--reader", choices=READERS, default="two_pass", help="the reader the reranker trains against")
-    p.add_argument("--quick", action="store_true", help="smoke-sized sweep")
-    p.add_argument("--seed", type=int, default=0, help="reranker training seed")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the data set and of the reader")
-    p.add_argument("--taus", type=float, nargs="+", default=list(TAUS), help="temperatures τ to try")
-    p.add_argument("--kappa-stds", type=float, nargs="+", default=list(KAPPA_STDS),
-                   help="targets for κ·std(w); κ is derived from the untrained scores' spread")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--quick", action="store_true", help="smoke-sized sweep; its numbers mean nothing")
+    p.add_argument("--seed", type=seed_int, default=0, help="reranker training seed")
+    p.add_argument("--data-seed", type=seed_int, default=0, help="seed of the data set and of the reader")
+    p.add_argument("--taus", type=positive_float, nargs="+", default=list(TAUS),
+                   help="Gumbel Reranking's temperatures τ to try")
+    p.add_argument("--kappa-stds", type=positive_float, nargs="+", default=list(KAPPA_STDS),
+                   help="Gumbel Reranking's targets for κ·std(w); κ is derived from the untrained scores' spread")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
-def sweep_run(args) -> int:
+def sweep_run(args, parser) -> int:
+    _check_out(parser, "--out", args.out)
+    data_cfg, reader_cfg, train_cfg, _ = _configs(args)
+    args._saved = (f"the reader's training state is saved in {reader_folder(data_cfg, reader_cfg, train_cfg, args.data_seed)}; "
+                   f"sweep points are not saved until the sweep ends")
     run_sweep(out=args.out, method=args.method, quick=args.quick, seed=args.seed, data_seed=args.data_seed,
               taus=tuple(args.taus), kappa_stds=tuple(args.kappa_stds), reader=args.reader,
-              progress=not args.no_progress)
+              progress=_progress(args))
     return 0
 
 
 # ----------------------------------------------------------------------------------------- wiring
 # subcommand -> (add_arguments, run, one-line help)
 SUBCOMMANDS = {
-    "train-reader": (train_reader_arguments, train_reader_run,
-                     "train the FiD reader on the built-in data set and report its EM"),
     "demo": (demo_arguments, demo_run, "train the reranker with Gumbel Reranking and every baseline, print the table"),
-    "sweep": (sweep_arguments, sweep_run, "choose Gumbel Reranking's tau and kappa on the dev split"),
+    "train-reader": (train_reader_arguments, train_reader_run,
+                     "train the reader on the built-in data set (into the shared cache) and report its EM"),
+    "sweep": (sweep_arguments, sweep_run, "choose a method's free values (Gumbel Reranking's tau and kappa) on the "
+              "dev split"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mini-gumbel",
         description="Gumbel Reranking (Huang et al., ACL 2025) in NumPy: label-free reranker training "
-        "through a relaxed top-K mask inside a frozen Fusion-in-Decoder reader.",
+        "through a relaxed top-K mask inside a frozen reader.",
+        epilog=f"The trained reader is cached in $MINI_GUMBEL_CACHE (now: {default_cache_dir()}), shared by every "
+        "command and the notebooks. The method: docs/method.md.",
     )
     parser.add_argument("--version", action="version", version=f"mini-gumbel {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    common = Parser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     for name, (add_arguments, run, help_) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        p.set_defaults(_run=run)
+        p = sub.add_parser(name, help=help_, description=help_, parents=[common],
+                           formatter_class=HelpFormatter)
+        p.set_defaults(_run=run, _parser=p)
         add_arguments(p)
     return parser
 
@@ -174,7 +271,20 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     keep_freed_memory()
-    return int(args._run(args) or 0)
+    prog = f"mini-gumbel {args.command}"
+    try:
+        return int(args._run(args, args._parser) or 0)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        saved = getattr(args, "_saved", "nothing was saved yet")
+        print(f"\n{prog}: interrupted; {saved}. Run the same command again to resume.", file=sys.stderr)
+        return 130
+    except (OSError, CheckpointError) as e:  # a disk, a permission, a file in the way: not a bug
+        if args.debug:
+            raise
+        print(f"{prog}: error: {e} (--debug shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

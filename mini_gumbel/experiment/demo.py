@@ -34,9 +34,33 @@ def progress_bar():
     """tqdm if installed (the `demo` extra), else no progress bars."""
     try:
         from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - the demo extra installs tqdm
+    except ImportError:  # the core install: the command line says so once
         return None
     return lambda it, **kw: tqdm(it, file=sys.stderr, dynamic_ncols=True, **kw)
+
+
+def default_demo_out(*, quick: bool = False, reader: str = "two_pass", overrides: dict | None = None) -> Path:
+    """runs/demo for the default configuration, else runs/demo-<what differs> (e.g. runs/demo-relaxation-st),
+    so that a smoke test or an ablation never overwrites the main table."""
+    parts = (["quick"] if quick else []) + ([reader.replace("_", "-")] if reader != "two_pass" else [])
+    parts += [_override_tag(name, value) for name, value in sorted((overrides or {}).items())]
+    return Path("runs") / "-".join(["demo", *parts])
+
+
+def _override_tag(name: str, value) -> str:
+    if name == "noise" and value is False:
+        return "no-noise"
+    return f"{name}-{value:g}" if isinstance(value, float) else f"{name}-{value}"
+
+
+def run_label(method: str, overrides: dict | None) -> str:
+    """A method's row label: the method, plus the Gumbel Reranking overrides (they change only its training),
+    e.g. "gumbel (relaxation=st)"; the shared --steps is in every row's configuration, not its label."""
+    own = {k: v for k, v in (overrides or {}).items() if k != "steps"} if method == "gumbel" else {}
+    if not own:
+        return method
+    return f"{method} (" + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                     for k, v in sorted(own.items())) + ")"
 
 
 def run_demo(*, out: Path, seeds=(0,), methods=METHODS, quick=False, data_seed=0, resume=True,
@@ -46,7 +70,8 @@ def run_demo(*, out: Path, seeds=(0,), methods=METHODS, quick=False, data_seed=0
 
     Every method trains with the shared RerankConfig (the baselines at Atlas's defaults); with ``tuned`` each
     baseline in TUNED also gets a row "<method> (tuned)" with the values `mini-gumbel sweep --method` chose
-    on the dev split under the same budget and rule as Gumbel Reranking's.
+    on the dev split under the same budget and rule as Gumbel Reranking's. A finished (method, seed) run is
+    reused from --out/runs when its configuration hash matches; an unreadable run file is recomputed.
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -56,20 +81,26 @@ def run_demo(*, out: Path, seeds=(0,), methods=METHODS, quick=False, data_seed=0
     if rerank_overrides:
         rerank_cfg = rerank_cfg.replace(**rerank_overrides)
     k = rerank_cfg.k
+    if quick:
+        log("--quick: a smoke test of every code path at toy size; its numbers mean nothing")
 
     splits = make_dataset(data_cfg, seed=data_seed)
-    log(f"data: {len(splits.train)} train / {len(splits.dev)} dev / {len(splits.test)} test questions, "
-        f"N={splits.train.docs.shape[1]} candidates, K={k}")
+    n_train = min(rerank_cfg.n_train, len(splits.train))
+    log(f"data: {len(splits.train)} train questions (the reader trains on all, the reranker on the first "
+        f"{n_train}) / {len(splits.dev)} dev / {len(splits.test)} test; N={splits.train.docs.shape[1]} candidates, "
+        f"K={k}")
     reader_params, reader_cfg, reader_report = load_or_train_reader(data_cfg, reader_cfg, train_cfg, seed=data_seed,
-                                                                    splits=splits, progress=progress)
+                                                                    splits=splits, progress=progress, log=log)
     reader_info = _reader_summary(reader_report)
     if "test" in reader_info:
-        log("reader (test split EM, what the reranker has to win back):\n" + format_em_table(reader_info["test"]))
+        log("reader exact match, in percent on the test split, for fixed document sets (a good reranker brings "
+            "the top K close to the 'gold + random' row):\n" + format_em_table(reader_info["test"]))
     vocab_size = len(splits.vocab)
 
     base = {"data": repr(data_cfg), "reader": repr(reader_cfg), "reader_train": repr(train_cfg),
             "rerank": repr(rerank_cfg), "data_seed": data_seed}
-    variants = [(m, m, rerank_cfg) for m in methods]  # (row label, method, config)
+    # (row label, method, config); the Gumbel Reranking overrides are in its label
+    variants = [(run_label(m, rerank_overrides), m, rerank_cfg) for m in methods]
     if tuned:
         variants += [(f"{m} (tuned)", m, rerank_cfg.replace(**TUNED[m])) for m in methods if m in TUNED]
     runs = {}  # (label, seed) -> record
@@ -77,17 +108,15 @@ def run_demo(*, out: Path, seeds=(0,), methods=METHODS, quick=False, data_seed=0
     for label, method, cfg in variants:
         for seed in seeds:
             key = config_hash({**base, "rerank": repr(cfg), "method": method, "seed": seed})
-            path = out / "runs" / f"{label.replace(' (tuned)', '-tuned')}-seed{seed}-{key[:8]}.json"
-            if resume and path.exists():
-                rec = json.loads(path.read_text())
-                if rec.get("config_hash") == key:
-                    runs[(label, seed)] = rec
-                    log(f"{label} seed {seed}: reused the finished run in {path}")
-                    continue
+            path = out / "runs" / f"{method}{'-tuned' if label.endswith('(tuned)') else ''}-seed{seed}-{key[:8]}.json"
+            rec = _read_run(path, key, log) if resume else None
+            if rec is not None:
+                runs[(label, seed)] = rec
+                log(f"{label} seed {seed}: reused the finished run in {path}")
+                continue
             if method not in teachers:  # the teacher depends on the reader and data only, not the seed
-                n = min(rerank_cfg.n_train, len(splits.train))
-                teachers[method] = compute_teachers(method, reader_params, reader_cfg, splits.train.batch(np.arange(n)),
-                                                    rerank_cfg, progress=bar)
+                teachers[method] = compute_teachers(method, reader_params, reader_cfg,
+                                                    splits.train.batch(np.arange(n_train)), rerank_cfg, progress=bar)
             t = time.perf_counter()
             run = train_reranker(method, reader_params, reader_cfg, splits.train, splits.dev, cfg, seed=seed,
                                  vocab_size=vocab_size, teachers=teachers[method], progress=bar)
@@ -99,8 +128,9 @@ def run_demo(*, out: Path, seeds=(0,), methods=METHODS, quick=False, data_seed=0
                    "seconds": time.perf_counter() - t}
             atomic_write_json(path, rec)
             runs[(label, seed)] = rec
-            log(f"{label} seed {seed}: Recall@{k} {test[f'recall@{k}']:.3f}  "
-                f"indirect {test[f'indirect_recall@{k}']:.3f}  EM {test['em']:.3f}  ({rec['seconds']:.0f}s)")
+            log(f"{label} seed {seed}: test Recall@{k} {100 * test[f'recall@{k}']:.1f}%  "
+                f"indirect Recall@{k} {100 * test[f'indirect_recall@{k}']:.1f}%  EM {100 * test['em']:.1f}%  "
+                f"({rec['seconds']:.0f} s)")
 
     # the untrained reranker (same init for every method at a given seed) and the gold-document oracle
     rows = {"untrained": [runs[(variants[0][0], s)]["untrained_test"] for s in seeds]}
@@ -125,39 +155,64 @@ def run_demo(*, out: Path, seeds=(0,), methods=METHODS, quick=False, data_seed=0
     table = format_table(summary, k, seeds, reader=reader, quick=quick)
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", table + "\n")
-    plot_curves(results["curves"], k, out / "curves.png")
     log("")
     log(table)
-    log(f"\nwrote {out / 'results.json'}, {out / 'results.md'}, {out / 'curves.png'}  "
-        f"({results['seconds']:.0f}s)")
+    written = [out / "results.json", out / "results.md"]
+    try:
+        plot_curves(results["curves"], k, out / "curves.png", seeds=seeds, quick=quick)
+        written.append(out / "curves.png")
+    except ImportError:
+        log('\nnote: matplotlib is not installed, so there is no curves.png (pip install -e ".[demo]" adds it)')
+    log(f"\nwrote {', '.join(map(str, written))}  ({results['seconds']:.0f} s)")
     return results
 
 
 def _reader_summary(report) -> dict:
-    """The reader's EM table from its training report (what the reranker has to win back)."""
+    """The reader's part of its training report: its EM for fixed document sets, steps and time."""
     if not isinstance(report, dict):
         return {}
     return {k: report[k] for k in ("test", "steps_done", "train_seconds", "final_loss", "chance_em") if k in report}
 
 
-def plot_curves(curves: dict, k: int, path: Path) -> None:
-    """Dev Recall@K and indirect Recall@K against training step, one line per method (mean over seeds)."""
+def plot_curves(curves: dict, k: int, path: Path, *, seeds=(0,), quick: bool = False) -> None:
+    """Dev Recall@K and dev indirect Recall@K (percent) against training step, one line per method, mean over
+    the reranker seeds; the legend sits below both panels so it covers no curve. ImportError without matplotlib."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for ax, key, title in ((axes[0], f"recall@{k}", f"dev Recall@{k}"),
-                           (axes[1], f"indirect_recall@{k}", f"dev indirect Recall@{k}")):
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), constrained_layout=True)
+    for ax, key, title in ((axes[0], f"recall@{k}", f"Recall@{k}"),
+                           (axes[1], f"indirect_recall@{k}", f"indirect Recall@{k} (bridge documents)")):
         for method, hists in curves.items():
             steps = [h["step"] for h in hists[0]]
-            vals = np.mean([[h["dev"][key] for h in hist] for hist in hists], axis=0)
+            vals = 100 * np.mean([[h["dev"][key] for h in hist] for hist in hists], axis=0)
             ax.plot(steps, vals, marker="o", ms=3, label=method)
-        ax.set_xlabel("training step")
-        ax.set_title(title)
+        ax.set_xlabel("reranker training step")
+        ax.set_ylabel(f"dev {title}, %")
+        ax.set_title(f"dev {title}")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), fontsize=8)
+    spread = f"mean over reranker seeds {list(seeds)}" if len(seeds) > 1 else f"reranker seed {seeds[0]}"
+    fig.suptitle(f"Dev split, {spread}; hard top-{k} of the reranker's scores"
+                 + ("; --quick smoke test: the numbers mean nothing" if quick else ""), fontsize=9)
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
+
+
+def _read_run(path: Path, key: str, log) -> dict | None:
+    """A finished run's record, or None to recompute it: missing, for another configuration, or unreadable
+    (truncated, empty, not a run record), the last with a warning."""
+    if not path.exists():
+        return None
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(rec, dict) or not {"test", "untrained_test", "history", "config_hash"} <= rec.keys():
+            raise ValueError("not a run record")
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        log(f"warning: ignoring the unreadable run file {path} ({type(e).__name__}: {e}); recomputing it")
+        return None
+    return rec if rec["config_hash"] == key else None
