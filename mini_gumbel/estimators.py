@@ -168,6 +168,8 @@ def _forward(scores, k: int, kappa: float, real: np.ndarray):
     logD = xp.logaddexp(xp.reshape(lse_c, (-1, 1, 1)), suffix) if k < real.size else suffix  # (S, P, k)
     logp_order = xp.sum(zs - logD, axis=-1)  # (S, P)
     logp = _logsumexp(logp_order, xp, axis=1)  # (S,)
+    if k == real.size:  # one subset, P = 1 exactly (its orderings' sum is 1 up to rounding); x - x keeps the graph
+        logp = logp - logp  # (1,)
     z_cache = np.where(finite, unbox(z), -np.inf)  # (N,) -inf on padding again
     cache = SubsetCache(n, k, kappa, real, subsets, perms, z_cache, unbox(zs), unbox(logD), unbox(lse_c),
                         unbox(logp_order), unbox(logp))
@@ -181,6 +183,8 @@ def _dlogp(cache: SubsetCache) -> np.ndarray:
     Every exponent is <= 0 (an item in the race is part of D_j), so nothing overflows.
     """
     S, P, k = cache.zs.shape
+    if k == cache.real.size:  # log P(S) = 0 whatever the scores
+        return np.zeros((S, cache.n))
     r = np.exp(cache.logp_order - cache.logp[:, None])  # (S, P) Σ_π r = 1
     # items of S: the one drawn at step t is in the race at steps j <= t: 1 - Σ_{j<=t} e^{zs_t - log D_j}
     own = np.zeros((S, P, k))  # (S, P, k) indexed by step t
