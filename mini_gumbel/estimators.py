@@ -365,8 +365,8 @@ def gradient_error_stats(draws, g_true, *, exact_cov=None) -> dict:
 
     rel_bias     ||mean_r ĝ_r - g*|| / ||g*||
     noise_floor  sqrt(Σ_i var_i / R) / ||g*||: the rel_bias an unbiased estimator shows on average with R draws
-    bias_z       <mean - g*, u> / SE along u = g*/||g*||: about N(0, 1) for an unbiased estimator (inf if SE = 0
-                 and the mean is off)
+    bias_z       <mean - g*, u> / SE along u = g*/||g*||: about N(0, 1) for an unbiased estimator (None when the
+                 draws do not vary along u, e.g. the deterministic no-noise variant: no standard error to judge by)
     norm_ratio   ||mean|| / ||g*|| (a rel_bias near 1 with a norm_ratio near 0: the estimate is just small)
     cosine       cos(mean_r ĝ_r, g*)
     rel_std      sqrt(mean_r ||ĝ_r - mean||²) / ||g*||: the spread of one draw
@@ -391,14 +391,14 @@ def gradient_error_stats(draws, g_true, *, exact_cov=None) -> dict:
         cov = np.asarray(check_array(fn, "exact_cov", exact_cov, shape=(N, N), finite=True), dtype=np.float64)
     se = float(np.sqrt(max(float(u @ cov @ u), 0.0) / R))
     off = float((mean - g) @ u)
-    bias_z = off / se if se > 0 else (0.0 if off == 0.0 else math.inf)
+    bias_z = float(off / se) if se > 0 else (0.0 if off == 0.0 else None)
     mn = float(np.linalg.norm(mean))
     tr = max(float(np.trace(cov)), 0.0)
     return {
         "draws": R,
         "rel_bias": float(np.linalg.norm(mean - g) / gn),
         "noise_floor": float(np.sqrt(tr / R) / gn),
-        "bias_z": float(bias_z),
+        "bias_z": bias_z,
         "norm_ratio": mn / gn,
         "cosine": float(mean @ g / (mn * gn)) if mn > 0 else 0.0,
         "rel_std": float(np.sqrt(tr) / gn) if exact_cov is not None else float(np.sqrt((dev ** 2).sum(axis=1).mean()) / gn),

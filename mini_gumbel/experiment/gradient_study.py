@@ -213,9 +213,10 @@ def _summary(examples: list, cfg: GradientStudyConfig) -> list:
                 row["bridge_sign_agreement"] = float(np.mean([np.sign(r["bridge_mean"]) == np.sign(e["bridge_g_star"])
                                                               for e, r in two]))
                 row["bridge_pushed_up"] = float(np.mean([r["bridge_mean"] < 0 for e, r in two]))
-            z = np.array([r["bias_z"] for _, _, r in items])
-            row["max_abs_bias_z"] = float(np.max(np.abs(z)))
-            row["share_abs_bias_z_below_3"] = float(np.mean(np.abs(z) < 3))
+            z = np.array([r["bias_z"] for _, _, r in items if r["bias_z"] is not None])
+            if z.size:  # None: a deterministic estimator has no standard error
+                row["max_abs_bias_z"] = float(np.max(np.abs(z)))
+                row["share_abs_bias_z_below_3"] = float(np.mean(np.abs(z) < 3))
             rows.append(row)
     return rows
 
