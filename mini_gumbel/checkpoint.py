@@ -10,9 +10,11 @@ Layout of the archive (``allow_pickle=False`` throughout):
 
 Writing goes to a temporary file in the destination directory, is fsync'ed, then ``os.replace``d over the
 target, so a reader never sees a half-written checkpoint. Loading reads and checks everything before
-returning anything: a truncated or corrupt file, a missing key, a shape or dtype that differs from the
-recorded one (or from ``like``), a config that differs from ``expect_config`` or an unknown format version
-raise ``CheckpointError`` (a ``ValueError``).
+returning anything: a truncated or corrupt file, a file that is not an .npz archive (a bare .npy array under
+the name), a metadata record missing a key or of the wrong type, a missing key, a shape or dtype that differs
+from the recorded one (or from ``like``), a config that differs from ``expect_config`` or an unknown format
+version raise ``CheckpointError`` (a ``ValueError``), so that a caller can retrain on any unusable file.
+A missing file stays ``FileNotFoundError``; a ``path`` that is not a str or path is a ``TypeError``.
 """
 from __future__ import annotations
 
@@ -62,6 +64,8 @@ def save_checkpoint(path, params: dict, config: dict, *, extra: Optional[dict] =
                     arrays: Optional[dict] = None) -> None:
     """Write params, config (a JSON-able dict, e.g. dataclasses.asdict(cfg)), an optional JSON-able
     ``extra`` dict and optional extra ``arrays`` to ``path`` (.npz) atomically."""
+    if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"save_checkpoint: path={path!r} (a {type(path).__name__}); expected a str or os.PathLike")
     params = _check_arrays("params", params)
     arrays = _check_arrays("arrays", arrays or {})
     if not isinstance(config, dict):
@@ -83,13 +87,51 @@ def save_checkpoint(path, params: dict, config: dict, *, extra: Optional[dict] =
 def _read_all(path):
     """Every entry of the archive, fully read (CRC-checked by zipfile), or CheckpointError."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        loaded = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
         raise CheckpointError(f"load_checkpoint: {path!r} is not a readable checkpoint (truncated or corrupt: "
                               f"{type(e).__name__}: {e})") from e
+    if not isinstance(loaded, np.lib.npyio.NpzFile):  # e.g. a bare .npy array saved under the .npz name
+        raise CheckpointError(f"load_checkpoint: {path!r} holds a single {type(loaded).__name__}, not an .npz "
+                              "archive; expected a file written by save_checkpoint")
+    try:
+        with loaded as z:
+            return {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+        raise CheckpointError(f"load_checkpoint: {path!r} is not a readable checkpoint (truncated or corrupt: "
+                              f"{type(e).__name__}: {e})") from e
+
+
+def _check_meta(path, meta) -> None:
+    """The metadata's schema: every key present with its type, every [shape, dtype] well formed."""
+    def bad(what):
+        raise CheckpointError(f"load_checkpoint: {path!r} has a malformed '__meta__' ({what}); expected a file "
+                              "written by save_checkpoint")
+
+    for key in ("config", "extra", "params", "arrays"):
+        if key not in meta:
+            bad(f"no {key!r} key")
+    if not isinstance(meta["config"], dict):
+        bad(f"'config' is a {type(meta['config']).__name__}, not a dict")
+    if meta["extra"] is not None and not isinstance(meta["extra"], dict):
+        bad(f"'extra' is a {type(meta['extra']).__name__}, not a dict or null")
+    for group in ("params", "arrays"):
+        d = meta[group]
+        if not isinstance(d, dict):
+            bad(f"{group!r} is a {type(d).__name__}, not a dict of name -> [shape, dtype]")
+        for k, spec in d.items():
+            ok = (isinstance(spec, list) and len(spec) == 2 and isinstance(spec[0], list)
+                  and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in spec[0])
+                  and isinstance(spec[1], str))
+            if ok:
+                try:
+                    ok = np.dtype(spec[1]).kind in "biufc"
+                except TypeError:
+                    ok = False
+            if not ok:
+                bad(f"{group}[{k!r}]={spec!r}, not [shape, numeric dtype]")
 
 
 def load_checkpoint(path, *, expect_config: Optional[dict] = None, like: Optional[dict] = None,
@@ -99,13 +141,24 @@ def load_checkpoint(path, *, expect_config: Optional[dict] = None, like: Optiona
     expect_config: the stored config must equal it (after a JSON round trip), key by key.
     like: a params dict whose keys, shapes and dtypes the stored params must match exactly.
     """
+    if isinstance(path, bool) or not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"load_checkpoint: path={path!r} (a {type(path).__name__}); expected a str or os.PathLike")
+    if expect_config is not None and not isinstance(expect_config, dict):
+        raise TypeError(f"load_checkpoint: expect_config has type {type(expect_config).__name__}; expected a "
+                        "dict or None")
+    if like is not None and not isinstance(like, dict):
+        raise TypeError(f"load_checkpoint: like has type {type(like).__name__}; expected a dict or None")
     path = os.fspath(path)
     entries = _read_all(path)
     if "__meta__" not in entries:
         raise CheckpointError(f"load_checkpoint: {path!r} has no '__meta__' entry; expected a file written by "
                               "save_checkpoint")
+    raw = entries["__meta__"]
+    if raw.ndim != 0 or raw.dtype.kind != "U":
+        raise CheckpointError(f"load_checkpoint: {path!r} has a '__meta__' of shape {raw.shape} dtype {raw.dtype}; "
+                              "expected a 0-d unicode array holding JSON")
     try:
-        meta = json.loads(str(entries["__meta__"]))
+        meta = json.loads(str(raw))
     except ValueError as e:
         raise CheckpointError(f"load_checkpoint: {path!r} has an unreadable '__meta__' ({e})") from e
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -114,6 +167,7 @@ def load_checkpoint(path, *, expect_config: Optional[dict] = None, like: Optiona
     if meta.get("version") != VERSION:
         raise CheckpointError(f"load_checkpoint: {path!r} has format version {meta.get('version')!r}; "
                               f"expected {VERSION}")
+    _check_meta(path, meta)
     out = {}
     for group, prefix in (("params", "param/"), ("arrays", "array/")):
         out[group] = {}
