@@ -20,7 +20,7 @@ import numpy as np
 from .backend import get_xp, is_cupy, unbox
 
 __all__ = ["fail", "check_type", "check_int", "check_real", "check_choice", "check_bool", "check_array",
-           "check_token_ids", "check_scores", "check_float_dtype", "check_cache", "show"]
+           "check_token_ids", "check_scores", "check_float_dtype", "check_cache", "check_dloss", "show"]
 
 
 def show(value: Any) -> str:
@@ -108,6 +108,25 @@ def check_cache(fn: str, cache: Any, cls, *, forward: str | None = None):
         src = f" returned by {forward}" if forward else ""
         fail(fn, "cache", cache, f"the {names}{src} (got {type(cache).__name__})", TypeError)
     return cache
+
+
+def check_dloss(fn: str, dloss: Any, name: str = "dloss"):
+    """The upstream gradient of a scalar loss: a finite real number (not a bool) or a 0-d real array.
+    Returns it unchanged (a 0-d device array stays on its device)."""
+    d = unbox(dloss)
+    if isinstance(d, np.ndarray) or is_cupy(d):
+        if d.shape != ():
+            fail(fn, f"{name}.shape", tuple(d.shape), "() (the gradient of the scalar loss)")
+        if d.dtype.kind not in "fiu":
+            fail(fn, f"{name}.dtype", d.dtype, "a real dtype", TypeError)
+        v = float(d)
+    elif isinstance(d, numbers.Real) and not isinstance(d, (bool, np.bool_)):
+        v = float(d)
+    else:
+        fail(fn, name, dloss, "a finite real number (the gradient of the scalar loss)", TypeError)
+    if not math.isfinite(v):
+        fail(fn, name, dloss, "a finite real number")
+    return dloss
 
 
 def check_float_dtype(fn: str, name: str, dtype, allowed=(np.float32, np.float64)) -> np.dtype:
