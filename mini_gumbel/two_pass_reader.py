@@ -288,21 +288,26 @@ def two_pass_backward(dloss, cache, *, param_grads=False):
 # inference
 
 
-def two_pass_first_hop(params, cfg, ctx1, flags1, mask=None):
-    """p1 (B, V): read 1's distribution over its first answer token (the bridge entity on two-hop rows)."""
+def two_pass_first_hop(params, cfg, ctx1, flags1, mask=None, *, memory1=None):
+    """p1 (B, V): read 1's distribution over its first answer token (the bridge entity on two-hop rows).
+    memory1: read 1's memory of these rows (flags1 is then not read)."""
     fn = "two_pass_first_hop"
     _check_two_pass(cfg, fn)
     c = check_token_ids(fn, "ctx1", ctx1, ndim=3, vocab_size=cfg.vocab_size)
     xp = get_xp(c)
     bos = xp.full((c.shape[0], 1), cfg.bos_id, dtype=c.dtype)  # (B, 1)
     eos = xp.full((c.shape[0], 1), cfg.eos_id, dtype=c.dtype)  # (B, 1), any target: only the logits are used
-    _, cache = reader_forward(params, cfg, ctx1, bos, eos, mask, flags=flags1)
+    if memory1 is None:
+        _, cache = reader_forward(params, cfg, ctx1, bos, eos, mask, flags=flags1)
+    else:
+        _, cache = reader_forward(params, cfg, ctx1, bos, eos, mask, memory=memory1)
     return ops.softmax_forward(cache.logits[:, 0])[0]  # (B, V)
 
 
-def two_pass_decode(params, cfg, ctx1, flags1, ctx2, hops, mask=None, *, max_len=None):
+def two_pass_decode(params, cfg, ctx1, flags1, ctx2, hops, mask=None, *, max_len=None, memory1=None):
     """Greedy answers (B, T'): read 1 decoded on single-hop rows; on two-hop rows read 2 decoded with the
-    soft flags of read 1's p1 (the bridge entity is never decoded). Tokens up to EOS, then pad_id."""
+    soft flags of read 1's p1 (the bridge entity is never decoded). Tokens up to EOS, then pad_id.
+    memory1: two_pass_memory of these rows (read 1 then skips its encoder; bit-identical answers)."""
     fn = "two_pass_decode"
     _check_two_pass(cfg, fn)
     c1 = check_token_ids(fn, "ctx1", ctx1, ndim=3, vocab_size=cfg.vocab_size)
@@ -320,10 +325,14 @@ def two_pass_decode(params, cfg, ctx1, flags1, ctx2, hops, mask=None, *, max_len
             continue
         m = None if mask is None else mask[r]
         f1 = None if flags1 is None else flags1[r]
+        mem = None if memory1 is None else memory1.take(r)
         if hop == 1:
-            outs.append(greedy_decode(params, cfg, c1[r], m, max_len=max_len, flags=f1))
+            if mem is None:
+                outs.append(greedy_decode(params, cfg, c1[r], m, max_len=max_len, flags=f1))
+            else:
+                outs.append(greedy_decode(params, cfg, c1[r], m, max_len=max_len, memory=mem))
         else:
-            p1 = two_pass_first_hop(params, cfg, c1[r], f1, m)  # (B₂, V)
+            p1 = two_pass_first_hop(params, cfg, c1[r], f1, m, memory1=mem)  # (B₂, V)
             f2 = soft_flags(c2[r], p1, pad_id=cfg.pad_id)  # (B₂, N, L)
             outs.append(greedy_decode(params, cfg, c2[r], m, max_len=max_len, flags=f2))
     T = max(o.shape[1] for o in outs if o is not None)

@@ -6,8 +6,10 @@ import pytest
 
 from mini_gumbel.data import DataConfig, make_dataset
 from mini_gumbel.experiment.configs import default_reader_config
-from mini_gumbel.experiment.readers import (answer_nll, final_read_attention, one_doc_logprobs, predict,
+from mini_gumbel.experiment.evaluate import exact_match_rows
+from mini_gumbel.experiment.readers import (answer_nll, final_read_attention, memory_of, one_doc_logprobs, predict,
                                             reader_inputs)
+from mini_gumbel.metrics import exact_match
 from mini_gumbel.experiment.train_reranker import _leave_one_out_nll
 from mini_gumbel.reader import greedy_decode, init_reader, reader_forward
 from mini_gumbel.two_pass_reader import soft_flags, two_pass_decode, two_pass_first_hop
@@ -54,6 +56,24 @@ def test_predict_is_the_readers_own_decoder(setup):
     else:
         want = greedy_decode(params, cfg, b.ctx, m, max_len=2)
     np.testing.assert_array_equal(got, want)
+    # the same answers from the reader's memory, computed once for several masks (evaluate_reader does that)
+    memory = memory_of(params, cfg, x)
+    for mask in (m, 1.0 - 0.5 * m, None):
+        np.testing.assert_array_equal(predict(params, cfg, x, mask, max_len=2, memory=memory),
+                                      predict(params, cfg, x, mask, max_len=2))
+
+
+def test_exact_match_rows_is_exact_match_of_every_row():
+    """The batched exact match equals metrics.exact_match row by row: pads anywhere, EOS early or missing,
+    prediction and gold of different lengths."""
+    rng = np.random.default_rng(0)
+    for t_pred, t_gold in ((3, 3), (2, 4), (5, 2)):
+        pred = rng.integers(0, 5, (400, t_pred))  # 0 pad, 2 EOS, few tokens: many equal rows
+        gold = rng.integers(0, 5, (400, t_gold))
+        want = [exact_match(p, g, pad_id=0, eos_id=2) for p, g in zip(pred, gold)]
+        got = exact_match_rows(pred, gold, pad_id=0, eos_id=2)
+        np.testing.assert_array_equal(got, want)
+        assert 0 < got.mean() < 1
 
 
 def test_final_read_attention_is_the_answering_read(setup):

@@ -16,12 +16,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..data import Dataset, Vocab
-from ..reader import ReaderConfig, greedy_decode, reader_backward, reader_forward
+from ..reader import ReaderConfig, greedy_decode, reader_backward, reader_forward, reader_memory
 from ..two_pass_reader import (TwoPassBatch, entity_flags, read_ctx, soft_flags, two_pass_backward,
-                               two_pass_decode, two_pass_first_hop, two_pass_forward)
+                               two_pass_decode, two_pass_first_hop, two_pass_forward, two_pass_memory)
 
-__all__ = ["reader_kind", "reader_inputs", "answer_nll", "answer_nll_mask_grad", "predict", "one_doc_logprobs",
-           "final_read_attention", "no_doc_batch"]
+__all__ = ["reader_kind", "reader_inputs", "answer_nll", "answer_nll_mask_grad", "predict", "memory_of",
+           "one_doc_logprobs", "final_read_attention", "no_doc_batch"]
 
 
 def reader_kind(cfg: ReaderConfig) -> str:
@@ -61,12 +61,20 @@ def answer_nll_mask_grad(cache, inputs) -> np.ndarray:
     return reader_backward(1.0, cache, param_grads=False)[1]
 
 
-def predict(params, cfg: ReaderConfig, inputs, mask=None, *, max_len=None):
-    """Greedy answers (B, T') from the documents the mask keeps."""
+def memory_of(params, cfg: ReaderConfig, inputs):
+    """The reader's mask-independent states of ``inputs`` (read 1's for the two-pass reader): predict's and
+    answer_nll's ``memory`` when several masks are tried on the same examples."""
+    if isinstance(inputs, TwoPassBatch):
+        return two_pass_memory(params, cfg, inputs)
+    return reader_memory(params, cfg, inputs.ctx)
+
+
+def predict(params, cfg: ReaderConfig, inputs, mask=None, *, max_len=None, memory=None):
+    """Greedy answers (B, T') from the documents the mask keeps; memory: memory_of(params, cfg, inputs)."""
     if isinstance(inputs, TwoPassBatch):
         return two_pass_decode(params, cfg, inputs.ctx1, inputs.flags1, inputs.ctx2, inputs.hops, mask,
-                               max_len=max_len)
-    return greedy_decode(params, cfg, inputs.ctx, mask, max_len=max_len)
+                               max_len=max_len, memory1=memory)
+    return greedy_decode(params, cfg, inputs.ctx, mask, max_len=max_len, memory=memory)
 
 
 def _one_doc_each(inputs: TwoPassBatch) -> TwoPassBatch:
