@@ -1,17 +1,22 @@
-"""mini_gumbel benchmark suite: hand-written backward vs autograd, FLOP/s vs the matmul peak, growth, NumPy vs CuPy.
+"""mini_gumbel benchmark suite: hand-written code vs PyTorch eager and autograd, FLOP/s vs the matmul peak, growth,
+NumPy vs CuPy, and the whole Gumbel training step.
 
     python bench/run.py                      # the full suite (about 10-15 minutes on 2 CPU cores)
     python bench/run.py --quick              # smaller sweeps, fewer repeats (a couple of minutes)
     python bench/run.py --tiny               # seconds: the CI smoke size (numbers mean nothing)
-    python bench/run.py --only topk reader   # some sections: topk reader peak growth cupy
+    python bench/run.py --only topk reader   # some sections: topk reader peak growth cupy step
 
 Sections, one module each (bench/README.md explains them):
   topk    sec_topk.py    relaxed top-K forward + backward, every relaxation, hand vs autograd
-  reader  sec_reader.py  reader full train step and frozen (mask-gradient-only) step, hand vs autograd
+  reader  sec_reader.py  reader full train step and frozen (mask-gradient-only) step, hand vs torch eager
+                         and vs autograd
   peak    sec_peak.py    float32 / float64 matmul FLOP/s of this machine, and the train step's fraction of it
   growth  sec_growth.py  hand-path time against N, K, L and batch size, with fitted log-log exponents
   cupy    sec_cupy.py    NumPy vs CuPy for topk, reader steps and the matmul peak at large sizes;
                          skipped, with the reason, when CuPy or a CUDA device is missing
+  step    sec_step.py    the whole Gumbel Reranking step, reader memory reused vs not, and vs torch eager
+Every torch comparison (torch_topk.py, torch_reader.py) is skipped with a line saying so when torch is not
+installed; torch is never a dependency of the package, its tests or CI.
 Shapes and repeats of each size are in sizes.py; the shared workloads in common.py; FLOPs in flops.py.
 
 Writes results.json and results.md to --out (default bench/out/). Every result records backend, dtype,
@@ -34,8 +39,9 @@ sys.path.insert(0, os.path.dirname(HERE))  # the package, also when it is not in
 from mini_gumbel.atomic import atomic_write_json, atomic_write_text  # noqa: E402 -- neither loads NumPy
 from mini_gumbel.timing import environment, keep_freed_memory, set_blas_threads  # noqa: E402
 
-SECTIONS = ("topk", "reader", "peak", "growth", "cupy")
-TARGET_ORDER = ("reader", "topk", "peak", "growth", "cupy")  # the order of results.json's "targets"
+SECTIONS = ("topk", "reader", "peak", "growth", "cupy", "step")
+TARGET_ORDER = ("reader", "step", "topk", "peak", "growth", "cupy")  # the order of results.json's "targets";
+# each section's targets() says which targets it has, and all of them are reported
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,10 +102,12 @@ def main(argv=None) -> int:
     import sec_growth
     import sec_peak
     import sec_reader
+    import sec_step
     import sec_topk
     from sizes import sizes
 
-    modules = {"topk": sec_topk, "reader": sec_reader, "peak": sec_peak, "growth": sec_growth, "cupy": sec_cupy}
+    modules = {"topk": sec_topk, "reader": sec_reader, "peak": sec_peak, "growth": sec_growth, "cupy": sec_cupy,
+               "step": sec_step}
     malloc = keep_freed_memory() if args.malloc == "keep" else {"applied": False, "settings": "glibc defaults"}
     env = run_record(args, malloc)
     sz = sizes(args.size)
@@ -118,6 +126,8 @@ def main(argv=None) -> int:
         res["growth"] = sec_growth.run(env, sz)
     if "cupy" in args.only:
         res["cupy"] = sec_cupy.run(env, sz)
+    if "step" in args.only:
+        res["step"] = sec_step.run(env, sz)
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     env["wall_s"] = time.perf_counter() - t0
     env["minor_page_faults"] = r1.ru_minflt - r0.ru_minflt

@@ -29,12 +29,16 @@ FULL = {
     # 5. cupy: (B, N, K), (ReaderConfig fields, B, N, L, T), (NumPy n, CuPy n) of the matmul peak
     "cupy_topk": (256, 10000, 20), "cupy_reader": (MEDIUM_CFG, 32, 10, 64, 4), "cupy_peak_n": (2048, 8192),
     "cupy_repeat": 20, "cupy_np_repeat": 3,
+    # 6. step: the whole Gumbel step at the demo's reader (default_reader_config overrides) and batch
+    "step_setups": [("two_pass", 32), ("fid", 32)], "step_dtypes": ["float32", "float64"], "step_data": {},
+    "step_reader": {}, "repeats_step": 7,
 }
 
 QUICK = dict(FULL, topk_dtypes=["float64"], repeats_topk=5, target_s=0.01, reader_dtypes=["float64", "float32"],
              repeats_reader=3, peak_n=[1024], growth_N=[100, 1000, 10000], growth_K=[1, 5, 20],
              repeats_growth=5, growth_reader_N=[5, 10, 20], growth_reader_L=[8, 16, 32],
-             growth_reader_B=[4, 8, 16], repeats_growth_reader=3, cupy_reader=(MEDIUM_CFG, 16, 10, 64, 4))
+             growth_reader_B=[4, 8, 16], repeats_growth_reader=3, cupy_reader=(MEDIUM_CFG, 16, 10, 64, 4),
+             repeats_step=5)
 
 TINY = dict(FULL, topk_B=4, topk_N=[10], topk_K=[1, 3], topk_dtypes=["float64"], repeats_topk=2, target_s=0.001,
             reader_setups=[("tiny", TINY_CFG, 2, 3, 8, 4)], reader_dtypes=["float64"], repeats_reader=1,
@@ -43,7 +47,8 @@ TINY = dict(FULL, topk_B=4, topk_N=[10], topk_K=[1, 3], topk_dtypes=["float64"],
             growth_reader_base={"B": 2, "N": 2, "L": 4, "T": 2}, growth_reader_N=[2, 4],
             growth_reader_L=[4, 8], growth_reader_B=[1, 2], repeats_growth_reader=2,
             cupy_topk=(4, 50, 3), cupy_reader=(TINY_CFG, 2, 3, 8, 4), cupy_peak_n=(64, 128),
-            cupy_repeat=3, cupy_np_repeat=1)
+            cupy_repeat=3, cupy_np_repeat=1, step_setups=[("two_pass", 4), ("fid", 4)], step_dtypes=["float64"],
+            step_reader=dict(d_model=16, d_ff=32), repeats_step=1)
 
 
 def sizes(name: str) -> dict:

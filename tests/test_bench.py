@@ -44,8 +44,8 @@ def test_environment_is_recorded(results):
 
 def test_every_section_is_present_and_tagged(results):
     sec = results[0]["sections"]
-    assert set(sec) == {"topk", "reader", "peak", "growth", "cupy"}
-    for name in ("topk", "reader", "peak", "growth"):
+    assert set(sec) == {"topk", "reader", "peak", "growth", "cupy", "step"}
+    for name in ("topk", "reader", "peak", "growth", "step"):
         rows = sec[name]["results"]
         assert rows, name
         for r in rows:
@@ -75,6 +75,34 @@ def test_reader_rows_have_both_steps_and_the_bound(results):
             assert len(r[k]) == results[0]["sizes"]["repeats_reader"], k
         assert r["max_rel_diff_params"] < 1e-8 and r["rel_diff_mask"] < 1e-8
         assert r["flops"]["train_step"] == 3 * r["flops"]["forward"]
+        if results[0]["sections"]["reader"]["torch_skipped"] is None:  # torch installed: checked against ours
+            assert r["torch_loss_rel_diff"] < 1e-10 and r["torch_max_rel_diff_params"] < 1e-8
+            assert r["vs_torch_full"] == pytest.approx(r["torch_full_s"] / r["hand_full_s"])
+            assert r["vs_torch_frozen"] == pytest.approx(r["torch_frozen_s"] / r["hand_frozen_s"])
+
+
+def test_torch_comparisons_run_or_say_why_not(results):
+    res, md = results
+    for name in ("reader", "step"):
+        sec = res["sections"][name]
+        if importlib.util.find_spec("torch") is None:
+            assert sec["torch_skipped"].startswith("skipped: torch is not installed")
+            assert sec["torch_skipped"] in md
+        else:
+            assert sec["torch_skipped"] is None
+    if importlib.util.find_spec("torch") is None:
+        assert all(t["met"] is None for t in res["targets"] if t["target"].startswith("reader_"))
+
+
+def test_step_rows_reuse_and_agree(results):
+    """The whole Gumbel step: both readers, reuse and no reuse bit-identical, the memory's size recorded."""
+    rows = results[0]["sections"]["step"]["results"]
+    assert {r["reader"] for r in rows} == {"two_pass", "fid"}
+    for r in rows:
+        assert r["bit_identical"] and r["memory_bytes_per_example"] > 0
+        assert r["reuse_speedup"] == pytest.approx(r["no_reuse_s"] / r["reuse_s"])
+        if "torch_reuse_s" in r:
+            assert r["torch_loss_rel_diff"] < 1e-10 and r["torch_grad_rel_diff"] < 1e-8
 
 
 def test_peak_and_growth_structure(results):
@@ -100,9 +128,13 @@ def test_cupy_section_runs_or_says_why_not(results):
 def test_targets_and_markdown(results):
     res, md = results
     names = [t["target"] for t in res["targets"]]
-    assert names == ["reader_train_speedup", "topk_speedup", "medium_peak_fraction", "growth_exponent_N",
-                     "cupy_speedup"]
-    for head in ("## Targets", "## 1.", "## 2.", "## 3.", "## 4.", "## 5."):
+    # reader and step targets first, then whatever the top-K section reports, then peak, growth, cupy
+    assert names[:3] == ["reader_train_vs_torch", "reader_frozen_vs_torch", "step_reuse_speedup"]
+    assert names[-3:] == ["medium_peak_fraction", "growth_exponent_N", "cupy_speedup"]
+    assert names[3:-3] and all(n.startswith("topk") for n in names[3:-3])
+    for t in res["targets"]:
+        assert t["met"] in (True, False, None) and t["detail"]
+    for head in ("## Targets", "## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6."):
         assert head in md
 
 
