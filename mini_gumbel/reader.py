@@ -49,16 +49,15 @@ training step needs.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
 import numpy as np
 
 from . import ops
-from .backend import get_xp, is_cupy, is_traced, to_numpy, unbox
-from .validate import (check_array, check_bool, check_cache, check_float_dtype, check_int, check_token_ids,
-                       check_type, fail)
+from .backend import get_xp, is_traced, to_numpy, unbox
+from .validate import (check_array, check_bool, check_cache, check_dloss, check_float_dtype, check_int,
+                       check_token_ids, check_type, fail)
 
 __all__ = ["ReaderConfig", "ReaderCache", "ReaderMemory", "init_reader", "reader_forward", "reader_backward",
            "reader_logits_backward", "greedy_decode", "reader_encode", "reader_memory", "param_shapes",
@@ -552,24 +551,6 @@ def reader_backward(dloss, cache, *, param_grads=True, flag_grads=False):
     # loss = cross_entropy(logits, ans_out)
     dlogits = ops.cross_entropy_backward(dloss, cache.ce)  # (B, T, V)
     return _logits_backward(dlogits, cache, param_grads, flag_grads)
-
-
-def check_dloss(fn, dloss):
-    """The upstream gradient of a scalar loss: a finite real number or a 0-d float array."""
-    d = unbox(dloss)
-    if isinstance(d, np.ndarray) or is_cupy(d):
-        if d.shape != ():
-            fail(fn, "dloss.shape", tuple(d.shape), "() (the gradient of the scalar loss)")
-        if d.dtype.kind not in "fiu":
-            fail(fn, "dloss.dtype", d.dtype, "a real dtype", TypeError)
-        v = float(d)
-    elif isinstance(d, numbers.Real) and not isinstance(d, (bool, np.bool_)):
-        v = float(d)
-    else:
-        fail(fn, "dloss", dloss, "a finite real number (the gradient of the scalar loss)", TypeError)
-    if not math.isfinite(v):
-        fail(fn, "dloss", dloss, "a finite real number")
-    return dloss
 
 
 def _check_backward_flags(fn, cache, param_grads, flag_grads):

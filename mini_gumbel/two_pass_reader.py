@@ -63,9 +63,10 @@ import numpy as np
 
 from . import ops
 from .backend import get_xp, unbox
-from .reader import (ReaderCache, ReaderConfig, ReaderMemory, check_dloss, greedy_decode, reader_backward,
-                     reader_forward, reader_logits_backward, reader_memory)
-from .validate import check_array, check_bool, check_cache, check_int, check_token_ids, check_type, fail
+from .reader import (ReaderCache, ReaderConfig, ReaderMemory, greedy_decode, reader_backward, reader_forward,
+                     reader_logits_backward, reader_memory)
+from .validate import (check_array, check_bool, check_cache, check_dloss, check_int, check_token_ids, check_type,
+                       fail)
 
 __all__ = ["READ_PREFIX", "read_ctx", "entity_flags", "soft_flags", "soft_flags_backward", "TwoPassBatch",
            "TwoPassCache", "two_pass_forward", "two_pass_backward", "two_pass_decode", "two_pass_first_hop",
