@@ -106,7 +106,8 @@ def check_cache(fn: str, cache: Any, cls, *, forward: str | None = None):
     if not isinstance(cache, cls):
         names = cls.__name__ if isinstance(cls, type) else " or ".join(c.__name__ for c in cls)
         src = f" returned by {forward}" if forward else ""
-        fail(fn, "cache", cache, f"the {names}{src} (got {type(cache).__name__})", TypeError)
+        shown = "None" if cache is None else f"<a {type(cache).__name__}>"  # a cache's repr is pages long
+        raise TypeError(f"{fn}: cache={shown}; expected the {names}{src}")
     return cache
 
 
