@@ -28,6 +28,15 @@ Gradients (z = w / τ_s, p = p_R):
     T||R         dz = p - p_T                         (per row, before the reduction's factor)
     R||T         dz = p ⊙ (a - Σ_i p_i a_i),  a = log p - log p_T
     EMDR         dz = p - r,  r = posterior over documents given the answer (per token: averaged over t)
+
+Numerics at any scale. Softmaxes do not depend on a shift, so every row of scores (and of teacher values) is
+centred on its maximum *before* the division by τ: ``z = (w - max w) / τ <= 0``. An offset of any size is then
+harmless (float32 scores near 1e37, float64 near ±1e306), and a log-probability below the float range rounds
+to -inf with probability exactly 0 (0 · log 0 counts as 0). What is left is a loss whose true value is beyond
+the dtype's range (a teacher, gold document or answer putting mass where the student's log-probability is
+below -finfo.max): that is a ValueError naming the scores and τ_s, never an inf or NaN. A backward whose
+gradient would overflow (a τ_s near the smallest float) is a ValueError too; otherwise outputs and gradients
+are finite.
 """
 from __future__ import annotations
 
@@ -36,7 +45,8 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from .backend import get_xp, unbox
-from .validate import check_array, check_choice, check_int, check_real, check_scores, fail
+from .validate import (check_array, check_cache, check_choice, check_dloss, check_int, check_real, check_scores,
+                       fail, show)
 from .ops import log_softmax_forward
 
 __all__ = [
@@ -85,6 +95,38 @@ def _check_reduction(fn: str, reduction: str) -> None:
 def _log_softmax(z, xp):
     """log softmax over the last axis (mini_gumbel.ops.log_softmax_forward); -inf (padding) stays -inf."""
     return log_softmax_forward(z)[0]  # (..., N)
+
+
+def _centred_over_tau(x, tau: float, valid, xp):
+    """``(x - max_valid x) / τ`` per row, -inf on padding: <= 0, with 0 at the row's maximum.
+
+    The shift is a constant (no gradient flows through the max). Computed so that it overflows only to
+    -inf, and only where the true value is below -finfo.max: for τ <= 1 the difference is taken first
+    (it can only round to -inf if the quotient is even smaller), for τ > 1 the quotients (each <= the
+    input's magnitude) are subtracted."""
+    raw = unbox(x)
+    m = xp.max(xp.where(valid, raw, -xp.inf), axis=-1, keepdims=True)  # (B, 1) finite: a real entry per row
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = (x - m) / tau if tau <= 1.0 else x / tau - m / tau  # (B, N)
+        return xp.where(valid, z, -xp.inf)  # (B, N)
+
+
+def _finite_or_zero(x, xp):
+    """x where finite, else 0 (a constant mask: no gradient flows into the replaced entries)."""
+    return xp.where(xp.isfinite(unbox(x)), x, 0.0)
+
+
+def _overflow(fn: str, scores, tau_s: float, what: str):
+    dt = np.dtype(unbox(scores).dtype)
+    fail(fn, "scores", scores, f"scores whose spread divided by tau_s={tau_s:g} keeps the loss within {dt.name} "
+         f"(|loss| > {np.finfo(dt).max:.3g}: {what}); rescale the scores, raise tau_s or use float64")
+
+
+def _check_grad(fn: str, dscores, dloss, tau_s: float, xp):
+    if not bool(xp.isfinite(unbox(dscores)).all()):
+        fail(fn, "dloss", dloss, f"a gradient within {unbox(dscores).dtype} (dscores overflow with "
+             f"tau_s={tau_s:g}); raise tau_s or use float64")
+    return dscores
 
 
 def _logsumexp(x, xp, axis: int):
@@ -138,17 +180,24 @@ def supervised_forward(scores, gold, *, tau_s: float = 1.0, form: str = "each"):
     n_rows = int(has.sum())
     if n_rows == 0:
         fail(fn, "gold", gold, f"a True entry in at least one of the {gold.shape[0]} rows")
-    logp = _log_softmax(scores / tau_s, xp)  # (B, N) -inf at padding
+    logp = _log_softmax(_centred_over_tau(scores, tau_s, valid, xp), xp)  # (B, N) -inf at padding
     row_weight = has.astype(unbox(scores).dtype) / n_rows  # (B,)
     if form == "each":
-        q = gold / xp.maximum(xp.sum(gold, axis=-1, keepdims=True), 1)  # (B, N) uniform on the gold
-        lg = xp.sum(xp.where(gold, logp, 0.0) * q, axis=-1)  # (B,) mean log p over the gold
-        loss = -xp.sum(row_weight * lg)
-        return loss, SupervisedCache(xp.exp(logp), q.astype(logp.dtype), row_weight, tau_s, n_rows,
+        if bool((gold & ~xp.isfinite(unbox(logp))).any()):
+            _overflow(fn, scores, tau_s, "a gold document's log-probability is below the float range")
+        q = (gold / xp.maximum(xp.sum(gold, axis=-1, keepdims=True), 1)).astype(logp.dtype)  # (B, N) uniform on gold
+        lg = xp.sum(xp.where(gold, _finite_or_zero(logp, xp), 0.0) * q, axis=-1)  # (B,) mean log p over gold
+        with np.errstate(over="ignore"):
+            loss = -xp.sum(row_weight * lg)
+        if not bool(xp.isfinite(unbox(loss))):
+            _overflow(fn, scores, tau_s, "the mean gold log-probability")
+        return loss, SupervisedCache(xp.exp(logp), q, row_weight, tau_s, n_rows,
                                      int((~has).sum()))
     # rows without gold take their full logp as a finite stand-in; their weight is 0
     use = gold | ~has[:, None]  # (B, N)
     lg = xp.where(use, logp, -xp.inf)  # (B, N)
+    if not bool(xp.isfinite(unbox(lg)).any(axis=-1).all()):
+        _overflow(fn, scores, tau_s, "every gold document's log-probability is below the float range")
     lse = _logsumexp(lg, xp, axis=-1)  # (B, 1) log p(gold)
     loss = -xp.sum(row_weight * lse[:, 0])
     q = xp.where(gold, xp.exp(lg - lse), 0.0)  # (B, N)
@@ -157,7 +206,13 @@ def supervised_forward(scores, gold, *, tau_s: float = 1.0, form: str = "each"):
 
 def supervised_backward(dloss, cache: SupervisedCache):
     """dscores (B, N) = dloss · row_weight · (p - q) / τ_s."""
-    return dloss * cache.row_weight[:, None] * (cache.p - cache.q) / cache.tau_s  # (B, N)
+    fn = "supervised_backward"
+    check_cache(fn, cache, SupervisedCache, forward="supervised_forward")
+    check_dloss(fn, dloss)
+    xp = get_xp(cache.p)
+    with np.errstate(over="ignore", invalid="ignore"):
+        ds = dloss * cache.row_weight[:, None] * (cache.p - cache.q) / cache.tau_s  # (B, N)
+    return _check_grad(fn, ds, dloss, cache.tau_s, xp)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -167,7 +222,7 @@ def supervised_backward(dloss, cache: SupervisedCache):
 class KLCache(NamedTuple):
     p_R: Any  # (B, N) student, 0 at padding
     p_T: Any  # (B, N) teacher, 0 at padding
-    log_ratio: Any  # (B, N) log p_R - log p_T, 0 at padding
+    log_ratio: Any  # (B, N) log p_R - log p_T where the weighting probability (p_T, or p_R for R||T) is > 0, else 0
     factor: float  # the reduction's divisor inverted: 1/(#valid), 1/B or 1
     tau_s: float
     direction: str
@@ -194,27 +249,43 @@ def kl_distill_forward(
     g = xp.where(valid, g, 0.0)  # (B, N) padded teacher values are never looked at
     if not bool(xp.isfinite(g).all()):
         fail(fn, "teacher", teacher, "finite values on every real candidate")
-    log_pT = _log_softmax(xp.where(valid, g / tau_g, -xp.inf).astype(unbox(scores).dtype), xp)  # (B, N)
-    log_pR = _log_softmax(scores / tau_s, xp)  # (B, N)
-    log_ratio = xp.where(valid, log_pR, 0.0) - xp.where(valid, log_pT, 0.0)  # (B, N) finite
-    p_T, p_R = xp.exp(log_pT), xp.exp(log_pR)  # (B, N) 0 at padding
-    B = valid.shape[0]
-    factor = {"mean": 1.0 / int(valid.sum()), "batchmean": 1.0 / B, "sum": 1.0}[reduction]
-    if direction == "T||R":
-        total = -xp.sum(p_T * log_ratio)  # Σ p_T (log p_T - log p_R)
-    else:
-        total = xp.sum(p_R * log_ratio)  # Σ p_R (log p_R - log p_T)
-    return total * factor, KLCache(p_R, p_T, log_ratio, factor, tau_s, direction)
+    dtype = unbox(scores).dtype
+    with np.errstate(over="ignore"):  # a float64 teacher log-probability below float32's range -> -inf, p 0
+        log_pT = _log_softmax(_centred_over_tau(g, tau_g, valid, xp), xp).astype(dtype)  # (B, N)
+    log_pR = _log_softmax(_centred_over_tau(scores, tau_s, valid, xp), xp)  # (B, N)
+    p_T, p_R = xp.exp(log_pT), xp.exp(log_pR)  # (B, N) 0 at padding and below the float range
+    weight = p_T if direction == "T||R" else unbox(p_R)  # (B, N) the expectation's probability
+    other = unbox(log_pR) if direction == "T||R" else log_pT  # (B, N) must be finite wherever weight > 0
+    if bool(((weight > 0) & ~xp.isfinite(other)).any()):
+        _overflow(fn, scores, tau_s, "one distribution has mass where the other's log-probability is below "
+                  "the float range")
+    with np.errstate(over="ignore", invalid="ignore"):
+        log_ratio = xp.where(weight > 0, _finite_or_zero(log_pR, xp) - _finite_or_zero(log_pT, xp), 0.0)  # (B, N)
+        B = valid.shape[0]
+        factor = {"mean": 1.0 / int(valid.sum()), "batchmean": 1.0 / B, "sum": 1.0}[reduction]
+        if direction == "T||R":
+            total = -xp.sum(p_T * log_ratio * factor)  # Σ p_T (log p_T - log p_R)
+        else:
+            total = xp.sum(p_R * log_ratio * factor)  # Σ p_R (log p_R - log p_T)
+    if not (bool(xp.isfinite(unbox(log_ratio)).all()) and bool(xp.isfinite(unbox(total)))):
+        _overflow(fn, scores, tau_s, "the sum of the log-ratios")
+    return total, KLCache(p_R, p_T, log_ratio, factor, tau_s, direction)
 
 
 def kl_distill_backward(dloss, cache: KLCache):
     """dscores (B, N); see the module docstring for dz."""
-    if cache.direction == "T||R":
-        dz = cache.p_R - cache.p_T  # (B, N)
-    else:
-        a = cache.log_ratio  # (B, N)
-        dz = cache.p_R * (a - (cache.p_R * a).sum(axis=-1, keepdims=True))  # (B, N)
-    return dloss * cache.factor * dz / cache.tau_s  # (B, N)
+    fn = "kl_distill_backward"
+    check_cache(fn, cache, KLCache, forward="kl_distill_forward")
+    check_dloss(fn, dloss)
+    xp = get_xp(cache.p_R)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if cache.direction == "T||R":
+            dz = cache.p_R - cache.p_T  # (B, N)
+        else:
+            a = cache.log_ratio  # (B, N)
+            dz = cache.p_R * (a - (cache.p_R * a).sum(axis=-1, keepdims=True))  # (B, N)
+        ds = dloss * cache.factor * dz / cache.tau_s  # (B, N)
+    return _check_grad(fn, ds, dloss, cache.tau_s, xp)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -260,27 +331,41 @@ def emdr_forward(scores, token_logprobs, token_mask, *, tau_s: float = 0.01, per
     dtype = unbox(scores).dtype
     lp = lp.astype(dtype)
     B = valid.shape[0]
-    log_pR = _log_softmax(scores / tau_s, xp)  # (B, N)
-    log_pR_safe = xp.where(valid, log_pR, 0.0)  # (B, N)
+    log_pR = _log_softmax(_centred_over_tau(scores, tau_s, valid, xp), xp)  # (B, N) -inf: padding or p = 0
+    live = valid & xp.isfinite(unbox(log_pR))  # (B, N) documents with a representable probability
+    log_pR_safe = _finite_or_zero(log_pR, xp)  # (B, N)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if per == "token":
+            joint = xp.where(live[:, :, None], log_pR_safe[:, :, None] + lp, -xp.inf)  # (B, N, T)
+            ok = xp.isfinite(unbox(joint)).any(axis=1)  # (B, T)
+        else:
+            seq = lp.sum(axis=-1)  # (B, N) log p(a | q, d_i)
+            joint = xp.where(live, log_pR_safe + seq, -xp.inf)  # (B, N)
+            ok = xp.isfinite(unbox(joint)).any(axis=-1)  # (B,)
+    if not bool(ok.all()):
+        _overflow(fn, scores, tau_s, "the answer's log-probability under every document is below the float range")
     if per == "token":
-        joint = xp.where(valid[:, :, None], log_pR_safe[:, :, None] + lp, -xp.inf)  # (B, N, T)
         lse = _logsumexp(joint, xp, axis=1)  # (B, 1, T) log Σ_i p_R(i) p(a_t | ., d_i)
         tw = tm.astype(dtype) / tm.sum(axis=-1, keepdims=True).astype(dtype)  # (B, T) 1/T_b on real tokens
-        loss = -xp.sum(tw * lse[:, 0, :]) / B
+        loss = -xp.sum(tw * lse[:, 0, :] / B)  # each term >= -finfo.max / B: the sum cannot overflow
         r = xp.sum(xp.exp(joint - lse) * tw[:, None, :], axis=-1)  # (B, N)
     else:
-        seq = lp.sum(axis=-1)  # (B, N) log p(a | q, d_i)
-        joint = xp.where(valid, log_pR_safe + seq, -xp.inf)  # (B, N)
         lse = _logsumexp(joint, xp, axis=-1)  # (B, 1)
-        loss = -xp.sum(lse) / B
+        loss = -xp.sum(lse / B)
         r = xp.exp(joint - lse)  # (B, N)
     return loss, EMDRCache(xp.exp(log_pR), r, tau_s, per)
 
 
 def emdr_backward(dloss, cache: EMDRCache):
     """dscores (B, N) = dloss · (p_R - r) / (B τ_s)."""
+    fn = "emdr_backward"
+    check_cache(fn, cache, EMDRCache, forward="emdr_forward")
+    check_dloss(fn, dloss)
+    xp = get_xp(cache.p_R)
     B = cache.p_R.shape[0]
-    return dloss * (cache.p_R - cache.r) / (B * cache.tau_s)  # (B, N)
+    with np.errstate(over="ignore", invalid="ignore"):
+        ds = dloss * (cache.p_R - cache.r) / B / cache.tau_s  # (B, N)
+    return _check_grad(fn, ds, dloss, cache.tau_s, xp)
 
 
 # ----------------------------------------------------------------------------------------------------------
