@@ -31,16 +31,32 @@ Three relaxed top-K masks ``M ∈ R^N`` behind one interface (``relaxed_topk_for
 
 Which mask to use: "max" stays in (0, 1) but sums to anything in [1, K]; "iterative" sums to exactly K but
 entries can exceed 1; "st" is exactly K-hot in the forward but its gradient is a surrogate's.
+
+Numerics: any finite scores, noise and κ, float32 or float64 (docs/method.md §5.6).  The keys are kept in
+units of ``u``, the power of 2 in (2 max(κ, 1), 4 max(κ, 1)]: ``x = (κ/u) w + G/u``. ``κ w`` itself would
+overflow for large κ·|w|; with κ/u < 1/2 and 1/u < 1/2 neither the keys nor their differences can, and a
+power of 2 scales exactly, so the keys keep the order and ties of ``κ w + G``. Every softmax subtracts its
+row's largest key *before* it multiplies by ``u/τ``, so ``exp`` only sees [-inf, 0] and exactly 0 at the
+best key: the row sum is >= 1 (no row can underflow to all zeros, no 0/0), and a key too far below its row's
+best gets a weight of exactly 0, the value it underflows to (mask 0, gradient 0, as for padding). When the
+keys of a whole row are that far apart the mask is hard: "max" puts 1 on each draw's best key, "iterative"
+gives the exact K-hot of the top K keys, one per step. The only bound is that the scale ``u/τ`` be finite
+in the dtype (``tau=5e-324`` is rejected by name); the gradient is proportional to it. The gradient of
+"max" is at most ``(K + 1) κ/τ`` times ``max|dmask|``; that of "iterative"/"st" grows like ``κ τ^-K`` at
+near-tied keys, the true derivative of the relaxation there. Where ``dscores`` does not fit the dtype,
+``relaxed_topk_backward`` raises a ValueError that names ``tau`` rather than return inf or NaN: no finite
+number would be the derivative.
 """
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from .backend import get_xp, is_traced, to_numpy, unbox
-from .validate import check_array, check_choice, check_real, check_scores, check_type, fail
+from .backend import get_xp, is_cupy, is_traced, to_numpy, unbox
+from .validate import check_array, check_cache, check_choice, check_real, check_scores, fail
 
 __all__ = [
     "RELAXATIONS",
@@ -75,12 +91,13 @@ def gumbel_noise(shape, rng, *, xp=None, dtype=np.float64):
             f"gumbel_noise: rng of type {type(rng).__name__!r} has no random(); expected a numpy.random.Generator "
             "(numpy.random.default_rng(seed))"
         )
-    try:
-        shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))
-    except (TypeError, ValueError):
-        raise TypeError(f"gumbel_noise: shape={shape!r} is not a tuple of ints") from None
-    if any(s < 0 for s in shape):
-        raise ValueError(f"gumbel_noise: shape={shape} has a negative size; expected sizes >= 0")
+    dims = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
+    # ints only: int(2.5), int(True) and int('3') would all "work" and silently draw a shape nobody asked for
+    if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in dims):
+        fail("gumbel_noise", "shape", shape, "an int or a tuple of ints (sizes >= 0)", TypeError)
+    if any(s < 0 for s in dims):
+        fail("gumbel_noise", "shape", shape, "sizes >= 0")
+    shape = tuple(int(s) for s in dims)
     u = np.asarray(rng.random(shape), dtype=np.float64)  # (*shape,) in [0, 1)
     # Keep U in [tiny(dtype), 1): U = 0 would give -log(0) = inf. The upper end is 1 - 2**-53, the largest
     # float64 below 1, where -log(-log U) = 36.7, far inside every float range.
@@ -99,6 +116,39 @@ def gumbel_noise(shape, rng, *, xp=None, dtype=np.float64):
 
 def _typename(a) -> str:
     return f"{type(a).__module__.split('.')[0]}.{type(a).__name__}"
+
+
+def _check_scores(fn: str, scores, k):
+    """validate.check_scores with one scan in the common case: all-finite scores (one isfinite pass) have
+    no NaN, no +inf and N >= k finite entries in every row. Anything else goes through check_scores, which
+    names the problem (its three scans cost 3x this one at B=64, N=1000)."""
+    raw = unbox(scores)
+    if ((isinstance(raw, np.ndarray) or is_cupy(raw)) and raw.ndim >= 1 and raw.dtype.kind == "f"
+            and isinstance(k, numbers.Integral) and not isinstance(k, bool) and 1 <= k <= raw.shape[-1]
+            and bool(get_xp(raw).all(get_xp(raw).isfinite(raw)))):
+        return raw, int(k)
+    return check_scores(fn, scores, k)
+
+
+def _key_scales(fn: str, tau: float, kappa: float, dtype):
+    """(κ/u, 1/u, u/τ) for the keys x = (κ w + G)/u (module docstring, "Numerics"), u = 2**e the power of 2
+    in (2 max(κ, 1), 4 max(κ, 1)]; u/τ must be finite in ``dtype``.
+
+    A power of 2 scales exactly: x is κ w + G as computed in floating point, divided by u, so it has the same
+    order and the same ties ("st"'s hard mask is that of κ w + G).
+    """
+    e = math.frexp(max(kappa, 1.0))[1] + 1  # max(κ, 1) = m 2**(e-1), m in [1/2, 1)
+    big = float(np.finfo(dtype).max)
+    try:
+        scale = math.ldexp(1.0 / tau, e)  # u/τ; 1/τ may itself be inf
+    except OverflowError:
+        scale = math.inf
+    if not scale <= big:
+        bound = math.ldexp(1.0 / big, e)
+        fail(fn, "tau", tau, f"tau >= u/finfo({np.dtype(dtype).name}).max = {bound:.3g} (u = 2**{e}, the power of 2 "
+             f"in (2 max(1, kappa), 4 max(1, kappa)], kappa={kappa:g}): the keys are scaled by u/tau, and the "
+             "gradient with them")
+    return math.ldexp(kappa, -e), math.ldexp(1.0, -e), scale
 
 
 def _check_noise(noise, raw_scores, k: int, relaxation: str, fn: str):
@@ -134,11 +184,15 @@ def topk_mask(scores, k):
 
 def _topk_mask(w, k: int, xp):
     """topk_mask without validation: threshold at the k-th largest value, ties at it by lowest index."""
-    kth = -xp.partition(-w, k - 1, axis=-1)[..., k - 1 : k]  # (..., 1) the k-th largest score
+    n = w.shape[-1]
+    # the k-th largest score (..., 1): the max for k = 1 (a plain reduction, 5x faster than a selection)
+    kth = xp.max(w, axis=-1, keepdims=True) if k == 1 else xp.partition(w, n - k, axis=-1)[..., n - k : n - k + 1]
     above = w > kth  # (..., N) surely selected, fewer than k of them
-    at = w == kth  # (..., N) ties at the threshold: take the first k - #above by index
-    need = k - xp.sum(above, axis=-1, keepdims=True)  # (..., 1) >= 1
-    return (above | (at & (xp.cumsum(at, axis=-1) <= need))).astype(w.dtype)  # (..., N)
+    at = w == kth  # (..., N) at the threshold
+    if int(xp.count_nonzero(at)) != at.size // n:  # ties at the threshold: take the first k - #above by index
+        need = k - xp.sum(above, axis=-1, keepdims=True)  # (..., 1) >= 1
+        at &= xp.cumsum(at, axis=-1) <= need
+    return (above | at).astype(w.dtype)  # (..., N)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -153,34 +207,40 @@ class RelaxedTopKCache(NamedTuple):
     tau: float
     kappa: float
     shape: tuple  # scores.shape (..., N)
-    S: Any = None  # "max": (..., K, N) the K Gumbel-softmax draws
+    S: Any = None  # "max": (..., K, N) the K Gumbel-softmax draws ((..., 1, N) without noise)
     M: Any = None  # "max": (..., N) the mask, max_j S^(j)
-    a: Any = None  # "iterative"/"st": (K, ..., N) the per-step softmaxes a^(j)
-    log1m_a: Any = None  # "iterative"/"st": (K-1, ..., N) log(1 - a^(j)) for j < K (-inf where a^(j) == 1)
+    a: Any = None  # "iterative"/"st": K arrays (..., N), the per-step softmaxes a^(j)
+    log1m_a: Any = None  # "iterative"/"st": K-1 arrays (..., N), log(1 - a^(j)) for j < K (-inf where a^(j) == 1)
 
 
-def _softmax(z, xp, *, need_log=False):
-    """p = softmax(z) over the last axis, one exp, and with ``need_log`` also log p; -inf entries get
-    p = 0, log p = -inf.
+def _softmax(x, scale, xp, *, need_log=False):
+    """p = softmax(scale * x) over the last axis (one exp), and with ``need_log`` also log p and -log Σ, the
+    largest log p of each row (..., 1). -inf entries of x get p = 0, log p = -inf; x itself is not written.
 
-    ``z`` is always a fresh temporary of the caller's, so when autograd is not tracing, its buffer is
-    reused for the result: the one place in this module that writes in place (measured 1.7x (float32) and
-    2.2x (float64) on the ``max`` forward at B=64, N=100, K=5, where allocation dominates).
+    The row max is subtracted *before* the scale: ``x - max x`` lies in [-inf, 0] with an exact 0 at the best
+    key, so exp gives 1 there and the row sum is >= 1 whatever the scale (no overflow, no 0/0, no row of
+    zeros), and ``scale * (x - max x)`` can only overflow to -inf, whose exp is the 0 it underflows to anyway.
+    (For autograd the max stays on the tape: p and log p do not depend on it, but -log Σ does.)
+    Untraced, the temporaries are reused in place (measured 1.7x (float32) and 2.2x (float64) on the ``max``
+    forward at B=64, N=100, K=5, where allocation dominates).
     """
-    zmax = xp.max(z, axis=-1, keepdims=True)  # (..., 1), finite: every row has a finite entry
-    own = not is_traced(z)
-    zs = xp.subtract(z, zmax, out=z) if own else z - zmax  # (..., N) <= 0
-    e = xp.exp(zs)  # (..., N) in [0, 1], 1 at the row max
+    own = not is_traced(x)
+    z = x - xp.max(x, axis=-1, keepdims=True)  # (..., N) in [-inf, 0], 0 at the row max
+    with np.errstate(over="ignore"):  # a key far below its row's best may overflow to -inf: exp(-inf) = 0
+        z = xp.multiply(z, scale, out=z) if own else z * scale  # (..., N) the same, scaled
+    e = xp.exp(z, out=z) if own and not need_log else xp.exp(z)  # (..., N) in [0, 1], 1 at the row max
     s = xp.sum(e, axis=-1, keepdims=True)  # (..., 1) in [1, N]
     p = xp.divide(e, s, out=e) if own else e / s  # (..., N)
     if not need_log:
-        return p, None
+        return p, None, None
     logs = xp.log(s)  # (..., 1)
-    return p, (xp.subtract(zs, logs, out=zs) if own else zs - logs)  # (..., N), (..., N)
+    # z = 0 at the row max, so that entry's log p is exactly -log s: the row's largest log p, with no max pass
+    return p, (xp.subtract(z, logs, out=z) if own else z - logs), -logs  # (..., N), (..., N), (..., 1)
 
 
-def _log1m(p, logp, xp):
-    """log(1 - p) given p = softmax(.) and logp = log p (log1mexp, Maechler 2012), -inf where p == 1.
+def _log1m(p, logp, lmax, xp):
+    """log(1 - p) given p = softmax(.), logp = log p and lmax = max(logp) (..., 1) (log1mexp, Maechler
+    2012), -inf where p == 1.
 
     Far from p = 1 (logp <= -log 2) log1p(-p) is accurate. Near it, 1 - p cancels and log(-expm1(logp)) is
     the accurate form; since the p of a row sum to 1, only the row's largest entry can be near, so that
@@ -189,7 +249,6 @@ def _log1m(p, logp, xp):
     """
     near = logp > _LOG_HALF  # (..., N) at most one True per row
     far = xp.log1p(-xp.where(near, 0.0, p))  # (..., N) exact for the far entries
-    lmax = xp.max(logp, axis=-1, keepdims=True)  # (..., 1) the only entry that can be near
     at_one = lmax == 0.0  # (..., 1) p rounds to exactly 1
     lsafe = xp.where(at_one | (lmax <= _LOG_HALF), -1.0, lmax)  # (..., 1) in (-log 2, 0)
     near_val = xp.where(at_one, -xp.inf, xp.log(-xp.expm1(lsafe)))  # (..., 1)
@@ -197,26 +256,22 @@ def _log1m(p, logp, xp):
     return xp.where(near, xp.broadcast_to(near_val, far.shape), far)  # (..., N)
 
 
-def _max_forward(z, xp):
-    """z (..., K, N) = (κw + G^(j))/τ. S^(j) = softmax(z^(j)), M = max_j S^(j)."""
-    S, _ = _softmax(z, xp)  # (..., K, N) each row sums to 1
-    M = xp.max(S, axis=-2)  # (..., N)
-    return M, S
+def _iterative_forward(x, k, scale, inv_u, xp):
+    """x (..., N) = (κw + G)/u, scale = u/τ. a^(j) = softmax(scale·x), x ← x + log(1 - a^(j))/u, M = Σ_j a^(j).
 
-
-def _iterative_forward(alpha, k, tau, xp):
-    """alpha (..., N) = κw + G. a^(j) = softmax(α/τ), α ← α + log(1 - a^(j)), M = Σ_j a^(j)."""
+    With α = u x this is the iteration α ← α + log(1 - a), a = softmax(α/τ), on α = κw + G.
+    """
     a_steps, l1m_steps = [], []
     M = None
-    inv_tau = 1.0 / tau
     for j in range(k):
-        a, logp = _softmax(alpha * inv_tau, xp, need_log=True)  # (..., N) a^(j), (..., N) log a^(j)
+        last = j == k - 1  # the last update of x is never used, nor its log p
+        a, logp, lmax = _softmax(x, scale, xp, need_log=not last)  # (..., N) a^(j), (..., N) log a^(j), (..., 1)
         a_steps.append(a)
         M = a if M is None else M + a  # (..., N)
-        if j < k - 1:  # the last update of α is never used
-            l1m = _log1m(a, logp, xp)  # (..., N) log(1 - a^(j)); -inf excludes an item whose a^(j) == 1
+        if not last:
+            l1m = _log1m(a, logp, lmax, xp)  # (..., N) log(1 - a^(j)); -inf excludes an item whose a^(j) == 1
             l1m_steps.append(l1m)
-            alpha = alpha + l1m  # (..., N)
+            x = x + l1m * inv_u  # (..., N)
     return M, a_steps, l1m_steps
 
 
@@ -228,30 +283,36 @@ def relaxed_topk_forward(scores, noise, k, *, tau, kappa=1.0, relaxation="max"):
                             noise (..., N).
     relaxation "st":        M = topk_mask(κ w + G, k) (hard); the backward is the "iterative" one.
     Padded candidates (score -inf) get M = 0 exactly; every row needs at least k finite scores.
+    Any finite scores, noise and κ work; τ needs u/τ finite in the dtype, u <= 4 max(1, κ) (module docstring,
+    "Numerics").
     """
     fn = "relaxed_topk_forward"
     check_choice(fn, "relaxation", relaxation, RELAXATIONS)
-    raw, k = check_scores(fn, scores, k)
+    raw, k = _check_scores(fn, scores, k)
     tau = check_real(fn, "tau", tau, lo=0.0, lo_open=True)
     kappa = check_real(fn, "kappa", kappa, lo=0.0, lo_open=True)
+    kappa_u, inv_u, scale = _key_scales(fn, tau, kappa, raw.dtype)  # κ/u, 1/u, u/τ
     _check_noise(noise, raw, k, relaxation, fn)
-    xp = get_xp(scores, noise)
+    xp, rxp = get_xp(scores, noise), get_xp(raw)
     shape = tuple(raw.shape)
+    # keys x = (κ w + G)/u, u a power of 2 > 2 max(κ, 1): κ/u < 1/2 and 1/u < 1/2, so neither they nor
+    # their differences can overflow
+    own = not (is_traced(scores) or is_traced(noise))
 
     if relaxation == "max":
-        z = (kappa / tau) * scores[..., None, :]  # (..., 1, N): without noise the K draws coincide
-        if noise is not None:
-            z = z + noise * (1.0 / tau)  # (..., K, N)
-        M, S = _max_forward(z, xp)  # (..., N), (..., K|1, N)
+        x = kappa_u * scores[..., None, :]  # (..., 1, N): without noise the K draws coincide
+        if noise is not None:  # one (..., K, N) buffer: G/u, then the scores added into it
+            g = noise * inv_u  # (..., K, N)
+            x = xp.add(g, x, out=g) if own else g + x  # (..., K, N)
+        S, _, _ = _softmax(x, scale, xp)  # (..., K|1, N) each row sums to 1
+        M = xp.max(S, axis=-2)  # (..., N)
         return M, RelaxedTopKCache(relaxation, k, tau, kappa, shape, S=unbox(S), M=unbox(M))
 
-    alpha = kappa * scores if noise is None else kappa * scores + noise  # (..., N)
-    hard = _topk_mask(unbox(alpha), k, get_xp(raw)) if relaxation == "st" else None  # (..., N) exact K-hot of κw + G
-    M, a_steps, l1m_steps = _iterative_forward(alpha, k, tau, xp)  # (..., N), K x (..., N), (K-1) x (..., N)
-    rxp = get_xp(raw)
-    a_raw = rxp.stack([unbox(a) for a in a_steps])  # (K, ..., N)
-    l1m_raw = rxp.stack([unbox(x) for x in l1m_steps]) if l1m_steps else None  # (K-1, ..., N)
-    cache = RelaxedTopKCache(relaxation, k, tau, kappa, shape, a=a_raw, log1m_a=l1m_raw)
+    x = kappa_u * scores if noise is None else kappa_u * scores + noise * inv_u  # (..., N)
+    hard = _topk_mask(unbox(x), k, rxp) if relaxation == "st" else None  # (..., N) exact K-hot of κw + G
+    M, a_steps, l1m_steps = _iterative_forward(x, k, scale, inv_u, xp)  # (..., N), K and K-1 x (..., N)
+    cache = RelaxedTopKCache(relaxation, k, tau, kappa, shape, a=tuple(unbox(a) for a in a_steps),
+                             log1m_a=tuple(unbox(x) for x in l1m_steps))
     if relaxation == "iterative":
         return M, cache
     if is_traced(M):
@@ -266,13 +327,32 @@ def relaxed_topk_forward(scores, noise, k, *, tau, kappa=1.0, relaxation="max"):
 
 
 def _check_dmask(dmask, cache, fn: str):
-    check_type(fn, "cache", cache, RelaxedTopKCache, "the RelaxedTopKCache from relaxed_topk_forward")
-    ref = cache.S if cache.relaxation == "max" else cache.a
+    check_cache(fn, cache, RelaxedTopKCache, forward="relaxed_topk_forward")
+    if cache.relaxation not in RELAXATIONS or (cache.S if cache.relaxation == "max" else cache.a) is None:
+        fail(fn, "cache", cache, "the RelaxedTopKCache returned by relaxed_topk_forward (its arrays are missing)",
+             TypeError)
+    ref = cache.S if cache.relaxation == "max" else cache.a[0]
     try:
         get_xp(dmask, ref)
     except TypeError:
         fail(fn, "dmask", dmask, f"an array on the forward's backend ({type(ref).__name__})", TypeError)
-    check_array(fn, "dmask", dmask, shape=cache.shape, finite=True)
+    check_array(fn, "dmask", dmask, shape=cache.shape)  # its values: checked through dscores
+
+
+def _check_dscores(fn, dscores, dmask, cache, xp):
+    """dscores itself when all finite, else a ValueError naming dmask (NaN or inf in it) or tau (overflow).
+
+    One scan validates both: a NaN or inf anywhere in dmask reaches dscores (each dscores_i has a term
+    dmask_i times a finite weight, and 0 * inf is NaN), and a finite dmask with a finite cache can give a
+    non-finite dscores only by overflow. The sum is finite when every entry is, unless the sum itself
+    overflows (then the exact scan decides).
+    """
+    if bool(xp.isfinite(xp.sum(dscores))) or bool(xp.all(xp.isfinite(dscores))):
+        return dscores
+    check_array(fn, "dmask", dmask, finite=True)
+    growth = "kappa/tau" if cache.relaxation == "max" else f"kappa/tau^K (K={cache.k}) at near-tied keys"
+    fail(fn, "tau", cache.tau, f"a tau at which dscores fits {dscores.dtype} (it overflowed: it grows like "
+         f"{growth}, times |dmask| <= {float(xp.max(xp.abs(dmask))):.3g}); use a larger tau or float64")
 
 
 def relaxed_topk_backward(dmask, cache):
@@ -280,43 +360,58 @@ def relaxed_topk_backward(dmask, cache):
 
     "max":  dw = (κ/τ) (g ⊙ M - Σ_j t_j S^(j)),  t_j = Σ_i [j = j*(i)] g_i M_i   (docs/method.md §4.3, summed over i);
     "iterative"/"st": reverse mode through the K steps of the iterative relaxation.
+    A dscores that would not fit the dtype is a ValueError naming tau (module docstring, "Numerics").
     """
     fn = "relaxed_topk_backward"
     _check_dmask(dmask, cache, fn)
     xp = get_xp(dmask)
-    if cache.relaxation == "max":
-        S = cache.S  # (..., K, N)
-        # M = xp.max(S, axis=-2): item i's gradient goes to its winning draw j*(i) only (lowest j on ties,
-        # which is what argmax returns)
-        jstar = xp.argmax(S, axis=-2)  # (..., N)
-        win = (xp.arange(S.shape[-2])[:, None] == jstar[..., None, :]).astype(S.dtype)  # (..., K, N) one-hot in j
-        # S, _ = _softmax(z): dz^(j) = S^(j) ⊙ (dS^(j) - <dS^(j), S^(j)>) with dS^(j)_i = win_ji g_i.
-        # The winner's S is M, so <dS^(j), S^(j)> = Σ_i win_ji g_i M_i = t_j, and summed over the draws
-        # Σ_j dz^(j)_i = g_i M_i - Σ_j t_j S^(j)_i: two small matmuls, no (..., K, N) softmax backward.
-        gM = dmask * cache.M  # (..., N)
-        t = xp.matmul(win, gM[..., :, None])  # (..., K, 1)
-        dz = gM - xp.matmul(xp.swapaxes(t, -1, -2), S)[..., 0, :]  # (..., N)
-        # z = (kappa / tau) * scores[..., None, :] + noise * (1 / tau)
-        return (cache.kappa / cache.tau) * dz  # (..., N)
+    backward = _max_backward if cache.relaxation == "max" else _iterative_backward
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is named by _check_dscores, not warned about
+        return _check_dscores(fn, backward(dmask, cache, xp), dmask, cache, xp)  # (..., N)
 
-    a, l1m = cache.a, cache.log1m_a  # (K, ..., N), (K-1, ..., N)
+
+def _max_backward(dmask, cache, xp):
+    """dscores of "max" (docs/method.md §4.3)."""
+    S, M = cache.S, cache.M  # (..., K, N), (..., N)
+    # M = xp.max(S, axis=-2): item i's gradient goes to its winning draw j*(i) only. M is one of the S^(j)_i
+    # exactly, so the winners are where S equals M: one comparison instead of an argmax over the K axis
+    # (8x slower here). Only when two draws tie exactly (more winners than items) is the lowest j kept,
+    # which is what argmax would return.
+    win = S == M[..., None, :]  # (..., K, N) True at the winning draw(s) of each item
+    if int(xp.count_nonzero(win)) != M.size:
+        win &= xp.cumsum(win, axis=-2) == 1  # the first winner along j
+    # S, _ = _softmax(z): dz^(j) = S^(j) ⊙ (dS^(j) - <dS^(j), S^(j)>) with dS^(j)_i = win_ji g_i.
+    # The winner's S is M, so <dS^(j), S^(j)> = Σ_i win_ji g_i M_i = t_j, and summed over the draws
+    # Σ_j dz^(j)_i = g_i M_i - Σ_j t_j S^(j)_i: two small matmuls, no (..., K, N) softmax backward.
+    gM = dmask * M  # (..., N)
+    t = xp.matmul(win.astype(S.dtype), gM[..., :, None])  # (..., K, 1)
+    dz = gM - xp.matmul(xp.swapaxes(t, -1, -2), S)[..., 0, :]  # (..., N)
+    # z = (kappa * scores + noise) / tau
+    return (cache.kappa / cache.tau) * dz  # (..., N)
+
+
+def _iterative_backward(dmask, cache, xp):
+    """dscores of "iterative" and "st": reverse mode through the K steps (docs/method.md §5.1)."""
+    a, l1m = cache.a, cache.log1m_a  # K x (..., N), K-1 x (..., N)
     inv_tau = 1.0 / cache.tau
-    dalpha = None  # dL/dα after step j (α after the last step is never used)
+    # D = τ dL/dα after step j (α after the last step is never used): every step adds its log-softmax backward
+    # to it unscaled, and the 1/τ goes into the coefficient of the update and into the final κ/τ
+    D = None
     for j in range(cache.k - 1, -1, -1):
         aj = a[j]  # (..., N)
         # M = M + a, with a = exp(logp):  dlogp = g ⊙ a
         dlogp = dmask * aj  # (..., N)
-        if dalpha is not None:
+        if D is not None:
             # alpha = alpha + l1m, l1m = _log1m(a, logp) = log(1 - exp(logp)):  dl1m/dlogp = -a / (1 - a),
-            # written -expm1(-l1m), which stays accurate where 1 - a cancels.
+            # written -expm1(-l1m), which stays accurate where 1 - a cancels; dL/dα = D / τ.
             # Where a == 1 the forward set l1m = -inf (α = -inf): the item's later softmax weights are exactly
-            # 0, so dalpha is exactly 0 there and its coefficient is set to 0 (not 0 * inf = NaN).
+            # 0, so D is exactly 0 there and its coefficient is set to 0 (not 0 * inf = NaN).
             lj = l1m[j]  # (..., N)
-            coef = -xp.expm1(-xp.where(lj == -xp.inf, 0.0, lj))  # (..., N)
-            dlogp = dlogp + coef * dalpha  # (..., N)
-        # a, logp = _softmax(alpha * inv_tau):  dz = dlogp - a Σ dlogp  (log-softmax backward)
+            coef = xp.expm1(-xp.where(lj == -xp.inf, 0.0, lj)) * -inv_tau  # (..., N)
+            dlogp = dlogp + coef * D  # (..., N)
+        # a, logp = _softmax(alpha / tau):  τ dL/dα += dlogp - a Σ dlogp  (log-softmax backward); the same
+        # alpha also carries on unchanged into step j + 1 (the identity path in D)
         dz = dlogp - aj * xp.sum(dlogp, axis=-1, keepdims=True)  # (..., N)
-        # the same alpha also carries on unchanged into step j + 1 (the identity path in dalpha)
-        dalpha = dz * inv_tau if dalpha is None else dalpha + dz * inv_tau  # (..., N)
+        D = dz if D is None else D + dz  # (..., N)
     # alpha = kappa * scores + noise
-    return cache.kappa * dalpha  # (..., N)
+    return (cache.kappa / cache.tau) * D  # (..., N)
