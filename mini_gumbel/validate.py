@@ -20,7 +20,7 @@ import numpy as np
 from .backend import get_xp, is_cupy, unbox
 
 __all__ = ["fail", "check_type", "check_int", "check_real", "check_choice", "check_bool", "check_array",
-           "check_token_ids", "check_scores", "check_float_dtype", "check_cache", "check_dloss", "show"]
+           "check_token_ids", "check_scores", "check_float_dtype", "check_cache", "check_dloss", "check_seed", "show"]
 
 
 def show(value: Any) -> str:
@@ -59,6 +59,14 @@ def check_int(fn: str, name: str, value: Any, *, lo: int | None = None, hi: int 
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         fail(fn, name, value, f"an int{rng}")
     return v
+
+
+def check_seed(fn: str, seed: Any, name: str = "seed") -> int:
+    """A seed: an int >= 0 (not a bool). None is an error, not fresh OS entropy: every entry point is
+    reproducible from its arguments."""
+    if seed is None:
+        fail(fn, name, seed, "an int >= 0 (None would draw unreproducible random values)", TypeError)
+    return check_int(fn, name, seed, lo=0)
 
 
 def check_real(fn: str, name: str, value: Any, *, lo: float | None = None, hi: float | None = None,
