@@ -37,8 +37,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .backend import get_xp
-from .validate import (check_array, check_choice, check_float_dtype, check_int, check_real, check_token_ids,
-                       check_type, fail)
+from .validate import (check_array, check_cache, check_choice, check_float_dtype, check_int, check_real,
+                       check_seed, check_token_ids, fail)
 
 __all__ = ["init_reranker", "reranker_forward", "reranker_backward", "RerankerCache"]
 
@@ -69,9 +69,9 @@ def init_reranker(
     check_int(fn, "dim", dim, lo=1)
     check_int(fn, "pad_id", pad_id, lo=0, hi=vocab_size - 1)
     check_choice(fn, "init", init, ("lexical", "random"))
-    check_real(fn, "scale", scale, lo=0.0, lo_open=True)
+    scale = check_real(fn, "scale", scale, lo=0.0, lo_open=True)
     dtype = check_float_dtype(fn, "dtype", dtype)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(fn, seed))
     V, D = int(vocab_size), int(dim)
 
     if init == "lexical" and D >= V:
@@ -144,14 +144,18 @@ def reranker_forward(params: dict, question, docs, *, pad_id: int = 0, valid=Non
 def reranker_backward(dscores, cache: RerankerCache) -> dict:
     """Gradients ``{"E": (V, D), "W": (D, D)}`` of the loss from ``dscores (B, N)``.
 
-    Invalid (-inf) candidates get no gradient: whatever ``dscores`` holds there (even NaN) is ignored.
+    Invalid (-inf) candidates get no gradient: whatever ``dscores`` holds there (even NaN) is ignored; on a
+    valid candidate it must be finite.
     """
-    check_type("reranker_backward", "cache", cache, RerankerCache, "the RerankerCache from reranker_forward")
+    fn = "reranker_backward"
+    check_cache(fn, cache, RerankerCache, forward="reranker_forward")
     B, N = cache.valid.shape
-    check_array("reranker_backward", "dscores", dscores, shape=(B, N))
+    check_array(fn, "dscores", dscores, shape=(B, N))
     xp = get_xp(dscores, cache.W)
     V, D = cache.bow_q.shape[1], cache.W.shape[0]
     ds = xp.where(cache.valid, dscores, 0.0)  # (B, N)   scores = where(valid, raw, -inf)
+    if not bool(xp.isfinite(ds).all()):
+        fail(fn, "dscores", dscores, "finite values on every valid candidate (NaN or inf found)")
     # raw_scores[b, n] = φ_d[b, n] · u[b]
     dphi_d = ds[:, :, None] * cache.u[:, None, :]  # (B, N, D)
     du = xp.matmul(ds[:, None, :], cache.phi_d)[:, 0, :]  # (B, D)
