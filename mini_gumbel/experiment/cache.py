@@ -9,14 +9,13 @@ interrupted training resumes).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import sys
 from pathlib import Path
 from typing import Optional
 
-from ..atomic import atomic_write_json
+from ..atomic import atomic_write_json, file_lock
 from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..data import DataConfig, Splits
 from ..reader import ReaderConfig
@@ -114,29 +113,6 @@ def load_or_train_reader(data_cfg: Optional[DataConfig] = None, reader_cfg: Opti
             pass
         say(f"reader: trained in {report['train_seconds']:.0f} s and cached in {shown(folder)}")
     return params, reader_cfg, report
-
-
-@contextlib.contextmanager
-def file_lock(path: Path, waiting=None):
-    """Hold an exclusive advisory lock on ``path`` (created if missing); ``waiting()`` is called once if another
-    process holds it. Where fcntl is missing (Windows) there is no lock: the writes stay atomic, only the
-    training may then run twice."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    with open(path, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if waiting:
-                waiting()
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _state_step(state: Path) -> Optional[int]:
