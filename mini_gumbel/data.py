@@ -86,6 +86,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from .validate import check_int, check_real, check_seed, check_type, fail
+
 __all__ = [
     "RELATIONS",
     "KINDS",
@@ -208,52 +210,37 @@ class DataConfig:
     max_tries: int = 200  # worlds redrawn per example until every distractor category can be filled
 
     def __post_init__(self):
-        for name in ("n_train", "n_dev", "n_test"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"DataConfig.{name}={v!r}: expected an int >= 1")
-        for name in ("n_candidates", "k", "n_names", "n_per_type", "max_tries"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"DataConfig.{name}={v!r}: expected an int >= 1")
+        fn = "DataConfig"
+        if isinstance(self.relations, list):  # e.g. from JSON (as_dict writes a list)
+            object.__setattr__(self, "relations", tuple(self.relations))
+        for name in ("n_train", "n_dev", "n_test", "n_candidates", "k", "n_names", "n_per_type", "max_tries"):
+            check_int(fn, name, getattr(self, name), lo=1)
         for name in ("n_subject", "n_target", "n_bridge"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"DataConfig.{name}={v!r}: expected an int >= 0")
-        if not (isinstance(self.two_hop_share, (int, float)) and 0.0 <= float(self.two_hop_share) <= 1.0):
-            raise ValueError(f"DataConfig.two_hop_share={self.two_hop_share!r}: expected a number in [0, 1]")
-        if self.k > self.n_candidates:
-            raise ValueError(f"DataConfig.k={self.k}: expected 1 <= k <= n_candidates={self.n_candidates}")
+            check_int(fn, name, getattr(self, name), lo=0)
+        check_real(fn, "two_hop_share", self.two_hop_share, lo=0.0, hi=1.0)
         if not isinstance(self.relations, tuple) or len(self.relations) == 0:
-            raise ValueError(f"DataConfig.relations={self.relations!r}: expected a non-empty tuple of names")
+            fail(fn, "relations", self.relations, "a non-empty tuple of relation names",
+                 TypeError if not isinstance(self.relations, tuple) else ValueError)
+        for r in self.relations:
+            check_type(fn, "relations", r, str, f"relation names (str), from {tuple(_REL)}")
+        if self.k > self.n_candidates:
+            fail(fn, "k", self.k, f"an int with 1 <= k <= n_candidates={self.n_candidates}")
         bad = [r for r in self.relations if r not in _REL]
         if bad or len(set(self.relations)) != len(self.relations):
-            raise ValueError(
-                f"DataConfig.relations={self.relations!r}: expected distinct names from {tuple(_REL)}"
-            )
+            fail(fn, "relations", self.relations, f"distinct names from {tuple(_REL)}")
         need = 2 + self.n_subject + self.n_target + self.n_bridge  # two gold documents on a bridge question
         if self.n_candidates < need:
-            raise ValueError(
-                f"DataConfig.n_candidates={self.n_candidates}: expected >= 2 gold + n_subject + n_target + "
-                f"n_bridge = {need}"
-            )
+            fail(fn, "n_candidates", self.n_candidates, f">= 2 gold + n_subject + n_target + n_bridge = {need}")
         n_types = len({t for r in self.relations for t in _REL[r][1:3]})
         if self.n_names <= n_types * self.n_per_type:
-            raise ValueError(
-                f"DataConfig.n_names={self.n_names}: expected > n_types * n_per_type = "
-                f"{n_types} * {self.n_per_type} (every entity of a world needs its own name, drawn from "
-                "the pool without the question entity's)"
-            )
+            fail(fn, "n_names", self.n_names, f"> n_types * n_per_type = {n_types} * {self.n_per_type} (every "
+                 "entity of a world needs its own name, drawn from the pool without the question entity's)")
         if self.n_per_type < 2 + self.n_target:
-            raise ValueError(
-                f"DataConfig.n_per_type={self.n_per_type}: expected >= n_target + 2 = {self.n_target + 2} "
-                "(target facts are about other entities of the bridge's type)"
-            )
+            fail(fn, "n_per_type", self.n_per_type, f">= n_target + 2 = {self.n_target + 2} (target facts are "
+                 "about other entities of the bridge's type)")
         if self.two_hop_share > 0 and not two_hop_paths(self.relations):
-            raise ValueError(
-                f"DataConfig.relations={self.relations!r}: no two relations compose into a two-hop question, "
-                f"but two_hop_share={self.two_hop_share}"
-            )
+            fail(fn, "relations", self.relations, f"two relations that compose into a two-hop question, since "
+                 f"two_hop_share={self.two_hop_share}")
 
     @property
     def q_len(self) -> int:  # Lq
@@ -528,8 +515,7 @@ def make_dataset(cfg: DataConfig | None = None, seed: int = 0) -> Splits:
         cfg = DataConfig()
     if not isinstance(cfg, DataConfig):
         raise TypeError(f"make_dataset: cfg of type {type(cfg).__name__!r}; expected DataConfig")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"make_dataset: seed={seed!r}; expected an int >= 0")
+    seed = check_seed("make_dataset", seed)
     vocab = make_vocab(cfg)
     root = np.random.SeedSequence([int(seed), 0x6D67])
     key_seq, *split_seqs = root.spawn(4)

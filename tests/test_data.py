@@ -224,13 +224,17 @@ def test_vocab_layout():
         ("n_names", 20, "n_names"),
         ("n_per_type", 3, "n_per_type"),
         ("relations", ("born_in", "nope"), "relations"),
-        ("relations", ("born_in",), "compose"),
+        ("relations", ("born_in",), "relations=.*compose"),
         ("n_subject", -1, "n_subject"),
         ("n_test", 2.5, "n_test"),
+        ("two_hop_share", True, "two_hop_share"),
+        ("two_hop_share", "0.5", "two_hop_share"),
     ],
 )
 def test_config_validation(field, value, match):
-    with pytest.raises(ValueError, match=match):
+    # the house rule: a wrong type (a float or bool where an int or a number is needed) is a TypeError
+    wrong_type = isinstance(value, (bool, str)) or (field == "n_test")
+    with pytest.raises(TypeError if wrong_type else ValueError, match=f"DataConfig: {match}"):
         dataclasses.replace(DataConfig(), **{field: value})
 
 
