@@ -46,7 +46,7 @@ import numpy as np
 
 from .backend import get_xp, unbox
 from .validate import (check_array, check_cache, check_choice, check_dloss, check_int, check_real, check_scores,
-                       fail, show)
+                       fail)
 from .ops import log_softmax_forward
 
 __all__ = [
