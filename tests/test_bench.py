@@ -63,7 +63,8 @@ def test_topk_covers_every_relaxation_and_gradients_agree(results):
         assert r["ratio_autograd_over_hand"] == pytest.approx(r["autograd_median_s"] / r["hand_median_s"])
         assert r["grad_max_rel_diff"] < 1e-8
         assert len(r["hand_times_s"]) == len(r["autograd_times_s"]) == results[0]["sizes"]["repeats_topk"]
-        assert set(r["calls_per_repeat"]) == {"hand", "autograd", "forward"}
+        assert {"hand", "autograd", "forward"} <= set(r["calls_per_repeat"]) <= {"hand", "autograd", "forward",
+                                                                                "torch"}
 
 
 def test_reader_rows_have_both_steps_and_the_bound(results):
