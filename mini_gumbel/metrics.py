@@ -23,15 +23,37 @@ first EOS and dropping pad tokens. F1 counts common tokens as a multiset; two em
 from __future__ import annotations
 
 import math
-import numbers
 from collections import Counter
 from typing import Sequence
 
 import numpy as np
 
 from .backend import to_numpy
+from .validate import check_int, fail
 
 __all__ = ["ranking_metrics", "exact_match", "token_f1", "mean_exact_match", "mean_token_f1"]
+
+
+def _host_array(fn: str, name: str, x) -> np.ndarray:
+    """``x`` as a host NumPy array; a scalar, a string or a ragged/object sequence is a TypeError."""
+    if isinstance(x, (str, bytes)) or np.isscalar(x) or x is None:
+        fail(fn, name, x, "an array", TypeError)
+    try:
+        a = np.asarray(to_numpy(x))
+    except (TypeError, ValueError):  # ragged nested sequences
+        fail(fn, name, x, "an array (a rectangular sequence of numbers)", TypeError)
+    if a.dtype.kind not in "biuf":
+        fail(fn, f"{name}.dtype", a.dtype, "a numeric or bool dtype", TypeError)
+    return a
+
+
+def _check_mask(fn: str, name: str, x, shape) -> np.ndarray:
+    m = _host_array(fn, name, x)
+    if m.dtype != np.bool_:
+        fail(fn, f"{name}.dtype", m.dtype, "bool", TypeError)
+    if m.shape != shape:
+        fail(fn, f"{name}.shape", m.shape, f"{shape} like scores")
+    return m
 
 
 def _mean(x: np.ndarray) -> float:
@@ -45,19 +67,17 @@ def ranking_metrics(scores, gold, k: int, *, indirect=None) -> dict:
     subset of gold). Keys carry the value of k: ``f"recall@{k}"`` etc.; counts are ints.
     """
     fn = "ranking_metrics"
-    s = np.asarray(to_numpy(scores))
-    if s.ndim != 2 or s.dtype.kind not in "fiu":
-        raise ValueError(f"{fn}: scores.shape={s.shape}, dtype {s.dtype}; expected a real (S, N) array")
+    s = _host_array(fn, "scores", scores)
+    if s.dtype.kind not in "fiu":
+        fail(fn, "scores.dtype", s.dtype, "a real dtype", TypeError)
+    if s.ndim != 2:
+        fail(fn, "scores.shape", s.shape, "(S, N)")
     s = s.astype(np.float64)
     if np.isnan(s).any():
-        raise ValueError(f"{fn}: scores contain NaN; expected real scores (-inf marks padding)")
+        fail(fn, "scores", s, "real scores, no NaN (-inf marks padding)")
     S, N = s.shape
-    g = np.asarray(to_numpy(gold))
-    if g.shape != (S, N) or g.dtype != np.bool_:
-        raise ValueError(f"{fn}: gold.shape={g.shape}, dtype {g.dtype}; expected a ({S}, {N}) bool array")
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= N:
-        raise ValueError(f"{fn}: k={k!r}; expected an int in [1, N={N}]")
-    k = int(k)
+    g = _check_mask(fn, "gold", gold, (S, N))
+    k = check_int(fn, "k", k, lo=1, hi=N)
 
     order = np.argsort(-s, axis=1, kind="stable")  # (S, N) best first, ties -> lower index
     rank = np.argsort(order, axis=1, kind="stable")  # (S, N) 0-based rank of each candidate
@@ -84,11 +104,9 @@ def ranking_metrics(scores, gold, k: int, *, indirect=None) -> dict:
         "n_no_gold": int((~has).sum()),
     }
     if indirect is not None:
-        ind = np.asarray(to_numpy(indirect))
-        if ind.shape != (S, N) or ind.dtype != np.bool_:
-            raise ValueError(f"{fn}: indirect.shape={ind.shape}, dtype {ind.dtype}; expected a ({S}, {N}) bool array")
+        ind = _check_mask(fn, "indirect", indirect, (S, N))
         if (ind & ~g).any():
-            raise ValueError(f"{fn}: indirect marks a document that is not gold; expected indirect to be a subset of gold")
+            fail(fn, "indirect", ind, "a subset of gold (it marks a document that is not gold)")
         n_ind = ind.sum(axis=1)  # (S,)
         has_ind = n_ind > 0  # (S,)
         hits_ind = (ind & top).sum(axis=1)  # (S,)
@@ -99,9 +117,14 @@ def ranking_metrics(scores, gold, k: int, *, indirect=None) -> dict:
 
 
 def _strip(seq, pad_id: int, eos_id: int, name: str) -> list:
-    a = np.asarray(to_numpy(seq))
-    if a.ndim != 1 or (a.size and a.dtype.kind not in "iu"):
-        raise ValueError(f"{name}: expected a 1-D sequence of integer token ids, got shape {a.shape}, dtype {a.dtype}")
+    fn, arg = name.split(": ")
+    a = _host_array(fn, arg, seq)
+    if a.size and a.dtype.kind not in "iu":
+        fail(fn, f"{arg}.dtype", a.dtype, "integer token ids", TypeError)
+    if a.ndim != 1:
+        fail(fn, f"{arg}.shape", a.shape, "a 1-D sequence of token ids")
+    check_int(fn, "pad_id", pad_id)
+    check_int(fn, "eos_id", eos_id)
     out = []
     for t in a.tolist():
         if t == eos_id:
@@ -130,6 +153,10 @@ def token_f1(pred, gold, *, pad_id: int = 0, eos_id: int = 2) -> float:
 
 
 def _pairs(preds, golds, fn: str):
+    for name, x in (("preds", preds), ("golds", golds)):
+        if (isinstance(x, (str, bytes)) or not hasattr(x, "__len__")
+                or (isinstance(x, np.ndarray) and x.ndim == 0)):
+            fail(fn, name, x, "a sequence of token-id sequences (an (S, T) array or a list of lists)", TypeError)
     if len(preds) != len(golds):
         raise ValueError(f"{fn}: {len(preds)} predictions and {len(golds)} gold answers; expected as many")
     if len(preds) == 0:

@@ -93,9 +93,9 @@ def test_no_gold_anywhere_gives_nan_and_validation():
         ranking_metrics(SCORES, GOLD, 0)
     with pytest.raises(ValueError, match="gold.shape"):
         ranking_metrics(SCORES, GOLD[:, :3], 2)
-    with pytest.raises(ValueError, match="scores contain NaN"):
+    with pytest.raises(ValueError, match="scores=.*no NaN"):
         ranking_metrics(np.where(GOLD, np.nan, SCORES), GOLD, 2)
-    with pytest.raises(ValueError, match="indirect marks a document that is not gold"):
+    with pytest.raises(ValueError, match="indirect=.*subset of gold"):
         ranking_metrics(SCORES, GOLD, 2, indirect=~GOLD)
 
 
