@@ -78,7 +78,7 @@ def test_adam_errors(rng):
         adam_step(params, {"b": np.zeros(3)}, state, lr=0.1)
     with pytest.raises(ValueError, match=r"grads\['a'\].shape=\(2,\); expected \(3,\)"):
         adam_step(params, {"a": np.zeros(2)}, state, lr=0.1)
-    with pytest.raises(ValueError, match=r"lr=0; expected lr > 0"):
+    with pytest.raises(ValueError, match=r"adam_step: lr=0; expected a finite number > 0"):
         adam_step(params, {"a": np.zeros(3)}, state, lr=0)
     with pytest.raises(ValueError, match=r"gradient norm is nan"):
         adam_step(params, {"a": np.full(3, np.nan)}, state, lr=0.1)
