@@ -48,9 +48,10 @@ def forward(relaxation, w, noise, k, tau, kappa):
     return hard + (soft - soft.detach())  # straight-through
 
 
-def step(relaxation, w, noise, R, k, tau, kappa):
-    """Closure: forward + torch.autograd.grad of sum(M * R) w.r.t. w; returns dscores as a NumPy array."""
-    torch.set_num_threads(1)
+def step(relaxation, w, noise, R, k, tau, kappa, *, threads=1):
+    """(run, check): run() is forward + torch.autograd.grad of sum(M * R) w.r.t. w (the timed closure),
+    check() the same returning dscores as a float64 NumPy array. torch runs on ``threads`` threads."""
+    torch.set_num_threads(threads)
     tw, tg, tR = torch.from_numpy(w), torch.from_numpy(noise), torch.from_numpy(R)
 
     def run():
@@ -60,7 +61,7 @@ def step(relaxation, w, noise, R, k, tau, kappa):
         return dw
 
     def check():
-        return run().numpy()
+        return run().numpy().astype("float64")
 
     return run, check
 
