@@ -70,10 +70,19 @@ def compute_teachers(method: str, reader_params, reader_cfg, data, cfg: RerankCo
     the frozen reader's mask-independent states of every example, a ReaderMemory}. Others: {}.
     """
     it = list(batches(len(data), chunk))
-    if method == "gumbel":
-        parts = [reader_memory_of(reader_params, reader_cfg, reader_inputs(data.batch(idx), reader_cfg))
-                 for idx in (progress(it, desc="gumbel reader memory") if progress else it)]
-        return {"memory": ReaderMemory.concat(parts)}
+    if method == "gumbel":  # filled chunk by chunk into arrays of the final size: no second copy at the end
+        memory = None
+        for idx in (progress(it, desc="gumbel reader memory") if progress else it):
+            part = reader_memory_of(reader_params, reader_cfg, reader_inputs(data.batch(idx), reader_cfg))
+            if memory is None:
+                n = len(data)
+                memory = ReaderMemory(tuple(np.empty((n,) + a.shape[1:], a.dtype) for a in part.kv),
+                                      np.empty((n,) + part.key_pad.shape[1:], bool), (n,) + part.shape[1:],
+                                      part.n_heads)
+            for whole, a in zip(memory.kv, part.kv):
+                whole[idx] = a
+            memory.key_pad[idx] = part.key_pad
+        return {"memory": memory}
     if method not in ("pdist", "emdr", "loop", "adist"):
         return {}
     out = []
