@@ -36,8 +36,10 @@ the parameters' dtype first and checked after the cast: finite, >= 0, and each r
 [√tiny, 1/√tiny] of that dtype (float32 [1.1e-19, 9.2e18], float64 [1.5e-154, 6.7e153]). A row below that
 range -- all zero, or underflowing in the cast, e.g. float64 1e-300 under float32 parameters -- keeps no
 document the dtype can weigh: its mask gradient grows like 1/M and would overflow, so it is a named error,
-never a NaN loss. Rescale such a row instead (it changes nothing else). Entries may exceed 1 (the
-"iterative" relaxed top-K sums to K, and its entries can pass 1).
+never a NaN loss. A row above it (e.g. [1e300, 1, 1, 1], which overflows to inf in float32) is rejected the
+same way. Rescale such a row instead (it changes nothing else). ``mask_range(dtype)`` gives the bounds.
+Entries may exceed 1 (the "iterative" relaxed top-K sums to K, and its entries can pass 1), and entries
+below the range next to a larger one are kept as they are (they weigh their keys by that amount).
 
 What the mask cannot reach. The encoder reads every sequence on its own and the mask enters only the
 decoder's cross-attention, so the encoder states and each decoder layer's cross-attention keys and values
