@@ -207,13 +207,14 @@ def test_load_or_train_reader_caches(tmp_path, monkeypatch, tiny_splits):
         TINY_DATA, r, dataclasses.replace(TINY_TRAIN, checkpoint_every=7), 0)
 
 
-def test_cli_train_reader(tmp_path, capsys):
+def test_cli_train_reader(tmp_path, capsys, monkeypatch):
     from mini_gumbel.experiment.cli import main
 
+    monkeypatch.setenv("MINI_GUMBEL_CACHE", str(tmp_path / "cache"))  # a fresh cache: the reader is trained
     out = tmp_path / "run"
     assert main(["train-reader", "--quick", "--steps", "3", "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
-    assert "gold only" in text and "no" in text and str(out / "reader.npz") in text
+    assert "reader.npz" in text and str(out) in text  # says where the reader went
     rep = json.loads((out / "reader_report.json").read_text())
     assert rep["steps_done"] == 3 and rep["train_config"]["steps"] == 3
     params, cfg, extra = reader_cache.load_reader(out / "reader.npz")
