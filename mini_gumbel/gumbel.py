@@ -119,15 +119,25 @@ def _typename(a) -> str:
 
 
 def _check_scores(fn: str, scores, k):
-    """validate.check_scores with one scan in the common case: all-finite scores (one isfinite pass) have
-    no NaN, no +inf and N >= k finite entries in every row. Anything else goes through check_scores, which
-    names the problem (its three scans cost 3x this one at B=64, N=1000)."""
+    """(raw scores, k) after the checks of validate.check_scores that read no values (array, float dtype,
+    at least one axis, 1 <= k <= N). The values are checked through the keys (``_check_values``)."""
     raw = unbox(scores)
     if ((isinstance(raw, np.ndarray) or is_cupy(raw)) and raw.ndim >= 1 and raw.dtype.kind == "f"
-            and isinstance(k, numbers.Integral) and not isinstance(k, bool) and 1 <= k <= raw.shape[-1]
-            and bool(get_xp(raw).all(get_xp(raw).isfinite(raw)))):
+            and isinstance(k, numbers.Integral) and not isinstance(k, bool) and 1 <= k <= raw.shape[-1]):
         return raw, int(k)
-    return check_scores(fn, scores, k)
+    return check_scores(fn, scores, k)  # raises, naming the problem
+
+
+def _check_values(fn: str, x, scores, k: int, noise, xp):
+    """The values of scores and noise, in one scan of the keys x = (κ/u) w + G/u in the common case: x is
+    all finite exactly when the scores and the noise are (κ/u, 1/u < 1/2 cannot overflow), and then there is
+    no NaN, no +inf and N >= k finite scores in every row. Otherwise (padding, or a bad value) the exact
+    checks run: validate.check_scores, and the noise finite."""
+    if bool(xp.all(xp.isfinite(unbox(x)))):
+        return
+    check_scores(fn, scores, k)
+    if noise is not None:
+        check_array(fn, "noise", noise, finite=True)
 
 
 def _key_scales(fn: str, tau: float, kappa: float, dtype):
@@ -159,7 +169,7 @@ def _check_noise(noise, raw_scores, k: int, relaxation: str, fn: str):
     except TypeError as e:
         fail(fn, "noise", noise, f"an array on the scores' backend and device ({_typename(raw_scores)}; {e})",
              TypeError)
-    raw = check_array(fn, "noise", noise, finite=True)
+    raw = check_array(fn, "noise", noise)  # its values: checked through the keys (_check_values)
     want = raw_scores.shape[:-1] + (k, raw_scores.shape[-1]) if relaxation == "max" else raw_scores.shape
     if tuple(raw.shape) != tuple(want):
         layout = "(..., K, N)" if relaxation == "max" else "(..., N)"
@@ -304,15 +314,17 @@ def relaxed_topk_forward(scores, noise, k, *, tau, kappa=1.0, relaxation="max"):
         if noise is not None:  # one (..., K, N) buffer: G/u, then the scores added into it
             g = noise * inv_u  # (..., K, N)
             x = xp.add(g, x, out=g) if own else g + x  # (..., K, N)
+        _check_values(fn, x, scores, k, noise, rxp)
         S, _, _ = _softmax(x, scale, xp)  # (..., K|1, N) each row sums to 1
         M = xp.max(S, axis=-2)  # (..., N)
         return M, RelaxedTopKCache(relaxation, k, tau, kappa, shape, S=unbox(S), M=unbox(M))
 
     x = kappa_u * scores if noise is None else kappa_u * scores + noise * inv_u  # (..., N)
+    _check_values(fn, x, scores, k, noise, rxp)
     hard = _topk_mask(unbox(x), k, rxp) if relaxation == "st" else None  # (..., N) exact K-hot of κw + G
     M, a_steps, l1m_steps = _iterative_forward(x, k, scale, inv_u, xp)  # (..., N), K and K-1 x (..., N)
     cache = RelaxedTopKCache(relaxation, k, tau, kappa, shape, a=tuple(unbox(a) for a in a_steps),
-                             log1m_a=tuple(unbox(x) for x in l1m_steps))
+                             log1m_a=tuple(unbox(l) for l in l1m_steps))
     if relaxation == "iterative":
         return M, cache
     if is_traced(M):
@@ -329,8 +341,8 @@ def relaxed_topk_forward(scores, noise, k, *, tau, kappa=1.0, relaxation="max"):
 def _check_dmask(dmask, cache, fn: str):
     check_cache(fn, cache, RelaxedTopKCache, forward="relaxed_topk_forward")
     if cache.relaxation not in RELAXATIONS or (cache.S if cache.relaxation == "max" else cache.a) is None:
-        fail(fn, "cache", cache, "the RelaxedTopKCache returned by relaxed_topk_forward (its arrays are missing)",
-             TypeError)
+        raise TypeError(f"{fn}: cache=<a RelaxedTopKCache without its arrays>; expected the RelaxedTopKCache "
+                        "returned by relaxed_topk_forward")  # check_cache's format
     ref = cache.S if cache.relaxation == "max" else cache.a[0]
     try:
         get_xp(dmask, ref)

@@ -451,7 +451,7 @@ def test_relaxed_topk_backward_rejects_bad_input():
     _, cache = _fwd()
     with pytest.raises(ValueError, match=r"dmask.shape=\(4,\); expected \(1, 4\)"):
         relaxed_topk_backward(np.ones(4), cache)
-    with pytest.raises(TypeError, match=r"cache=\(1, 2\); expected the RelaxedTopKCache"):
+    with pytest.raises(TypeError, match=r"cache=<a tuple>; expected the RelaxedTopKCache"):
         relaxed_topk_backward(np.ones((1, 4)), (1, 2))
     with pytest.raises(TypeError, match=r"dmask=.*\(a list\); expected an array"):
         relaxed_topk_backward([[1.0, 1.0, 1.0, 1.0]], cache)
