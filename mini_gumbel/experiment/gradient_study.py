@@ -213,6 +213,10 @@ def _summary(examples: list, cfg: GradientStudyConfig) -> list:
                 row["bridge_sign_agreement"] = float(np.mean([np.sign(r["bridge_mean"]) == np.sign(e["bridge_g_star"])
                                                               for e, r in two]))
                 row["bridge_pushed_up"] = float(np.mean([r["bridge_mean"] < 0 for e, r in two]))
+                # sizes, in units of ‖g*‖: where the bridge document is kept almost surely, g* on it is ~0
+                row["bridge_mean_rel"] = float(np.median([r["bridge_mean"] / np.linalg.norm(e["g_star"]) for e, r in two]))
+                row["bridge_g_star_rel"] = float(np.median([e["bridge_g_star"] / np.linalg.norm(e["g_star"])
+                                                            for e, r in two]))
             z = np.array([r["bias_z"] for _, _, r in items if r["bias_z"] is not None])
             if z.size:  # None: a deterministic estimator has no standard error
                 row["max_abs_bias_z"] = float(np.max(np.abs(z)))
@@ -262,6 +266,7 @@ def run_gradient_study(cfg: Optional[GradientStudyConfig] = None, *, out: Option
         by_kappa = study_example(w, values, mask_loss_fn(params, reader_cfg, inputs), rng, k=k, kappas=kappas,
                                  taus=cfg.taus, draws=cfg.draws, reinforce_draws=cfg.reinforce_draws, bridge=bridge)
         examples.append({"dev_index": int(idx[e]), "hops": int(one.hops[0]), "bridge": bridge,
+                         "bridge_rank": None if bridge is None else int((w > w[bridge]).sum()) + 1,
                          "scores": w.tolist(), "n_subsets": int(len(subsets)),
                          "subset_loss_min": float(values.min()), "subset_loss_max": float(values.max()),
                          "by_kappa": by_kappa})
@@ -302,25 +307,31 @@ def format_markdown(result: dict) -> str:
              "value an unbiased estimator shows on average at R draws), the cosine of E[ĝ] with g*, the relative std "
              "and MSE of one draw; the mean objective gap E_G[L(relaxed mask)] − E_S[L(1_S)]; on the two-hop questions "
              "the share where E[ĝ] and g* agree in sign on the bridge document, and the share where E[ĝ] pushes its "
-             "score up (−E[ĝ] > 0: a descent step raises it; the heading says how often g* itself does).",
+             "score up (−E[ĝ] > 0: a descent step raises it; the heading says how often g* itself does), and the median "
+             "size of E[ĝ]'s bridge component in units of ‖g*‖ (positive: pushes the bridge down; compare the "
+             "heading's median for g*: where the bridge is kept almost surely, g* on it is ~0 and the sign columns "
+             "compare noise).",
              ""]
     for kstd in cfg["kappa_stds"]:
         rows = [r for r in result["summary"] if r["kappa_std"] == kstd]
         ex2 = [ex for ex in result["examples"] if ex["hops"] == 2]
         ki = list(cfg["kappa_stds"]).index(kstd)
         gup = np.mean([ex["by_kappa"][ki]["bridge_g_star"] < 0 for ex in ex2]) if ex2 else float("nan")
+        grel = np.median([ex["by_kappa"][ki]["bridge_g_star"] / np.linalg.norm(ex["by_kappa"][ki]["g_star"])
+                          for ex in ex2]) if ex2 else float("nan")
         lines += [f"## κ·std(w) = {kstd:g} (κ = {rows[0]['kappa']:.3f}); g* pushes the bridge up on {gup:.0%} of the "
-                  f"two-hop questions", "",
+                  f"two-hop questions, median g* on the bridge {grel:+.2g} ‖g*‖", "",
                   "| estimator | τ | rel. bias | noise floor | ‖E[ĝ]‖/‖g*‖ | cosine | rel. std / draw | rel. MSE / draw | "
-                  "objective gap | bridge sign agrees | bridge pushed up |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "objective gap | bridge sign agrees | bridge pushed up | E[ĝ] on bridge / ‖g*‖ |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
             tau = "–" if r["tau"] is None else f"{r['tau']:g}"
             gap = f"{r['objective_gap']:+.3f}" if "objective_gap" in r else "0 (exact)"
             bs = f"{r['bridge_sign_agreement']:.0%}" if "bridge_sign_agreement" in r else "–"
             bu = f"{r['bridge_pushed_up']:.0%}" if "bridge_pushed_up" in r else "–"
+            bm = f"{r['bridge_mean_rel']:+.2g}" if "bridge_mean_rel" in r else "–"
             lines.append(f"| {r['estimator']} | {tau} | {r['rel_bias']:.3g} | {r['noise_floor']:.3g} | {r['norm_ratio']:.3g} | "
-                         f"{r['cosine']:+.3f} | {r['rel_std']:.3g} | {r['rel_mse']:.3g} | {gap} | {bs} | {bu} |")
+                         f"{r['cosine']:+.3f} | {r['rel_std']:.3g} | {r['rel_mse']:.3g} | {gap} | {bs} | {bu} | {bm} |")
         lines.append("")
     rf = [r for r in result["summary"] if r["estimator"] in REINFORCE]
     if rf:
@@ -355,13 +366,15 @@ def plot_study(result: dict, out: Path) -> None:
             ax = axes[row_i, c]
             for name in ESTIMATORS:
                 sel = [r for r in rows if r["estimator"] == name]
-                if not sel:
+                # st is off any common scale (its gradient at a hard 0 is DMA's e^{logit gap}): the table has it;
+                # the no-noise variant has no spread at all
+                if not sel or name == "st" or (metric == "rel_std" and name == "max (no noise)"):
                     continue
                 if sel[0]["tau"] is None:
-                    ax.axhline(max(sel[0][metric], 1e-4), color=styles[name], ls="--", lw=1.2, label=name)
+                    ax.axhline(max(sel[0][metric], 1e-8), color=styles[name], ls="--", lw=1.2, label=name)
                 else:
                     sel = sorted(sel, key=lambda r: r["tau"])
-                    ax.plot([r["tau"] for r in sel], [max(r[metric], 1e-4) for r in sel], marker="o", ms=4,
+                    ax.plot([r["tau"] for r in sel], [max(r[metric], 1e-8) for r in sel], marker="o", ms=4,
                             color=styles[name], label=name)
             ax.set_xscale("log")
             ax.set_yscale("log")
@@ -373,8 +386,8 @@ def plot_study(result: dict, out: Path) -> None:
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8)
     fig.suptitle(f"Each estimator against the exact gradient g*, {cfg['n_single']} + {cfg['n_two_hop']} dev questions "
-                 f"(medians; REINFORCE dashed: no τ)" + ("; quick: numbers mean nothing" if cfg["quick"] else ""),
-                 fontsize=9)
+                 f"(medians; REINFORCE dashed: no τ; st is off the scale, 1e11-1e18: see the table)"
+                 + ("; quick: numbers mean nothing" if cfg["quick"] else ""), fontsize=9)
     with atomic_open(Path(out) / "gradient_study_bias.png", "wb") as f:
         fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
