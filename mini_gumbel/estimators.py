@@ -102,7 +102,7 @@ def subset_index(subsets, masks) -> np.ndarray:
     if sub.size and int(sub.max()) >= m.shape[1]:
         fail(fn, "masks.shape", m.shape, f"N > {int(sub.max())} (the largest candidate in subsets)")
     weights = 2 ** np.arange(m.shape[1], dtype=np.int64)  # (N,)
-    codes = np.sum(weights[sub], axis=1)  # (S,) increasing with the lexicographic order? not needed: sorted below
+    codes = np.sum(weights[sub], axis=1)  # (S,) one integer per subset, searched in sorted order below
     order = np.argsort(codes)
     want = (np.asarray(m) != 0).astype(np.int64) @ weights  # (R,)
     pos = np.clip(np.searchsorted(codes[order], want), 0, codes.size - 1)  # (R,)
