@@ -72,8 +72,15 @@ DIRECTIONS = ("T||R", "R||T")
 # validation and small numerics
 
 
-def _check_tau(fn: str, name: str, tau) -> float:
-    return check_real(fn, name, tau, lo=0.0, lo_open=True)
+def _check_tau(fn: str, name: str, tau, dtype) -> float:
+    """τ > 0, and >= 1 / finfo(dtype).max so that 1/τ is a number of the dtype (a smaller τ rounds to 0 or
+    overflows there: 5e-324 is 0 in float32)."""
+    v = check_real(fn, name, tau, lo=0.0, lo_open=True)
+    lo = 1.0 / float(np.finfo(dtype).max)
+    if v < lo:
+        fail(fn, name, tau, f"a finite number >= {lo:.3g} (1 / the largest {np.dtype(dtype).name}: a smaller "
+             "tau is not a usable divisor in that dtype)")
+    return v
 
 
 def _check_scores(fn: str, scores):
@@ -100,14 +107,17 @@ def _log_softmax(z, xp):
 def _centred_over_tau(x, tau: float, valid, xp):
     """``(x - max_valid x) / τ`` per row, -inf on padding: <= 0, with 0 at the row's maximum.
 
-    The shift is a constant (no gradient flows through the max). Computed so that it overflows only to
-    -inf, and only where the true value is below -finfo.max: for τ <= 1 the difference is taken first
-    (it can only round to -inf if the quotient is even smaller), for τ > 1 the quotients (each <= the
-    input's magnitude) are subtracted."""
+    The shift is a constant (no gradient flows through the max). The difference is taken first (exact for
+    nearby values, so no precision is lost to a large offset); it overflows to -inf only where the true
+    difference is below -finfo.max, and for τ <= 1 the quotient is then below it too. For τ > 1 those
+    entries are recomputed as x/τ - m/τ, which rounds to -inf only if the true value is beyond the range."""
     raw = unbox(x)
     m = xp.max(xp.where(valid, raw, -xp.inf), axis=-1, keepdims=True)  # (B, 1) finite: a real entry per row
     with np.errstate(over="ignore", invalid="ignore"):
-        z = (x - m) / tau if tau <= 1.0 else x / tau - m / tau  # (B, N)
+        d = x - m  # (B, N) <= 0; -inf on padding, or where the true difference is below -finfo.max
+        z = d / tau  # (B, N)
+        if tau > 1.0:
+            z = xp.where(xp.isfinite(unbox(d)) | ~valid, z, x / tau - m / tau)  # (B, N)
         return xp.where(valid, z, -xp.inf)  # (B, N)
 
 
@@ -170,7 +180,7 @@ def supervised_forward(scores, gold, *, tau_s: float = 1.0, form: str = "each"):
     """
     fn = "supervised_forward"
     valid = _check_scores(fn, scores)
-    tau_s = _check_tau(fn, "tau_s", tau_s)
+    tau_s = _check_tau(fn, "tau_s", tau_s, unbox(scores).dtype)
     check_choice(fn, "form", form, SUPERVISED_FORMS)
     gold = _check_like(fn, "gold", gold, valid.shape, kind="b")
     if bool((gold & ~valid).any()):
@@ -240,11 +250,11 @@ def kl_distill_forward(
     """
     fn = "kl_distill_forward"
     valid = _check_scores(fn, scores)
-    tau_s = _check_tau(fn, "tau_s", tau_s)
-    tau_g = _check_tau(fn, "tau_g", tau_g)
+    tau_s = _check_tau(fn, "tau_s", tau_s, unbox(scores).dtype)
     _check_reduction(fn, reduction)
     check_choice(fn, "direction", direction, DIRECTIONS)  # 'T||R' is KL(p_T || p_R), Atlas's
     g = _check_like(fn, "teacher", teacher, valid.shape)
+    tau_g = _check_tau(fn, "tau_g", tau_g, np.result_type(g.dtype, np.float32))  # the teacher's float dtype
     xp = get_xp(scores)
     g = xp.where(valid, g, 0.0)  # (B, N) padded teacher values are never looked at
     if not bool(xp.isfinite(g).all()):
@@ -324,7 +334,7 @@ def emdr_forward(scores, token_logprobs, token_mask, *, tau_s: float = 0.01, per
     """
     fn = "emdr_forward"
     valid = _check_scores(fn, scores)
-    tau_s = _check_tau(fn, "tau_s", tau_s)
+    tau_s = _check_tau(fn, "tau_s", tau_s, unbox(scores).dtype)
     check_choice(fn, "per", per, ("token", "sequence"))  # Atlas and the EMDR² code; the EMDR² paper
     lp, tm = _check_token_inputs(fn, token_logprobs, token_mask, valid)
     xp = get_xp(scores)
