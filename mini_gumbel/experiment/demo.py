@@ -104,8 +104,11 @@ def run_demo(*, out: Path, seeds=(0,), methods=METHODS, quick=False, data_seed=0
     if tuned:
         variants += [(f"{m} (tuned)", m, rerank_cfg.replace(**TUNED[m])) for m in methods if m in TUNED]
     runs = {}  # (label, seed) -> record
-    teachers = {}
-    for label, method, cfg in variants:
+    teachers = {}  # method -> its teacher (for gumbel: the reader memory), dropped after the method's last row
+    last_row = {method: i for i, (_, method, _) in enumerate(variants)}
+    for i, (label, method, cfg) in enumerate(variants):
+        if i > 0 and last_row[variants[i - 1][1]] == i - 1:
+            teachers.pop(variants[i - 1][1], None)  # frees e.g. the 246 MB reader memory of the Gumbel steps
         for seed in seeds:
             key = config_hash({**base, "rerank": repr(cfg), "method": method, "seed": seed})
             path = out / "runs" / f"{method}{'-tuned' if label.endswith('(tuned)') else ''}-seed{seed}-{key[:8]}.json"
