@@ -40,6 +40,8 @@ MISUSE = [  # (arguments, the flag the error must name)
     (["sweep", "--seed", "-2"], "--seed"),
     (["train-reader", "--steps", "0"], "--steps"),
     (["train-reader", "--seed", "-1"], "--seed"),
+    (["gradient-study", "--draws", "1"], "--draws"),
+    (["gradient-study", "--taus", "0"], "--taus"),
 ]
 
 
@@ -60,7 +62,7 @@ def test_misused_flag_is_one_line_naming_it_before_any_work(tmp_path, args, flag
 
 def test_out_that_is_a_file_is_named(tmp_path):
     (tmp_path / "taken").write_text("x")
-    for cmd in ("demo", "train-reader", "sweep"):
+    for cmd in ("demo", "train-reader", "sweep", "gradient-study"):
         res = run_script([cmd, "--quick", "--out", "taken"], tmp_path)
         assert_one_line_error(res, "--out")
         assert "existing file" in res.stderr

@@ -3,6 +3,7 @@
     mini-gumbel demo           Gumbel Reranking against its baselines, one table     (experiment.demo)
     mini-gumbel train-reader   train the reader on the built-in multi-hop data, into the shared cache
     mini-gumbel sweep          choose a method's free values on the dev split         (experiment.sweep)
+    mini-gumbel gradient-study each gradient estimator against the exact gradient  (experiment.gradient_study)
 
 Every flag is checked before any work starts: a bad value ends in one argparse-style line naming the flag
 (exit status 2). Ctrl-C ends in one line saying what was saved; rerunning the same command resumes. An error
@@ -28,6 +29,7 @@ from pathlib import Path  # noqa: E402
 from .. import __version__  # noqa: E402
 from ..checkpoint import CheckpointError  # noqa: E402
 from ..timing import keep_freed_memory  # noqa: E402
+from . import gradient_study  # noqa: E402
 from .cache import default_cache_dir, load_or_train_reader, reader_folder  # noqa: E402
 from .configs import METHODS, READERS, RerankConfig, TrainReaderConfig, default_configs, quick_configs  # noqa: E402
 from .demo import default_demo_out, run_demo  # noqa: E402
@@ -233,6 +235,14 @@ def sweep_run(args, parser) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------------- gradient-study
+def gradient_study_run(args, parser) -> int:
+    _check_out(parser, "--out", args.out)
+    args.progress = _progress(args)
+    args._saved = "the reader's training state is saved in the reader cache; the study is written when it ends"
+    return gradient_study.run_from_args(args, parser)
+
+
 # ----------------------------------------------------------------------------------------- wiring
 # subcommand -> (add_arguments, run, one-line help)
 SUBCOMMANDS = {
@@ -241,6 +251,8 @@ SUBCOMMANDS = {
                      "train the reader on the built-in data set (into the shared cache) and report its EM"),
     "sweep": (sweep_arguments, sweep_run, "choose a method's free values (Gumbel Reranking's tau and kappa) on the "
               "dev split"),
+    "gradient-study": (gradient_study.add_arguments, gradient_study_run,
+                       "the exact gradient of the expected loss, and how biased and noisy each estimator is"),
 }
 
 
