@@ -28,6 +28,7 @@ freed memory (--malloc keep, the default; see README) -- both are recorded.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import resource
 import sys
@@ -98,6 +99,10 @@ def header(env, tg) -> list:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     set_blas_threads(args.threads)  # BLAS reads it once, when NumPy loads: the sections below import NumPy
+    needs_autograd = sorted(set(args.only) & {"topk", "reader", "peak", "growth"})
+    if needs_autograd and importlib.util.find_spec("autograd") is None:
+        build_parser().error(f"--only {' '.join(needs_autograd)}: these sections time autograd as the baseline, "
+                             f"and autograd is not installed (pip install -e \".[bench]\")")
     import sec_cupy
     import sec_growth
     import sec_peak
@@ -140,6 +145,8 @@ def main(argv=None) -> int:
                                                                "sections": res})
     atomic_write_text(os.path.join(args.out, "results.md"), md + "\n")
     print(md)
+    print(f"\nwrote {os.path.join(args.out, 'results.json')} and {os.path.join(args.out, 'results.md')} "
+          f"({env['wall_s']:.0f} s)", file=sys.stderr)
     return 0
 
 
