@@ -325,18 +325,20 @@ unit = st.floats(-1.0, 1.0)
 @given(dtype=st.sampled_from(sorted(DTYPES)), name=st.sampled_from(LOSSES),
        x=st.lists(st.lists(unit, min_size=4, max_size=4), min_size=1, max_size=3),
        gx=st.lists(unit, min_size=4, max_size=4),
-       off_exp=st.floats(0.0, 1.0), off_sign=st.sampled_from([-1.0, 1.0]), g_exp=st.floats(0.0, 1.0),
+       off_exp=st.floats(0.0, 1.0), near_top=st.integers(0, 64), top=st.booleans(), off_sign=st.sampled_from([-1.0, 1.0]), g_exp=st.floats(0.0, 1.0),
        shrink=st.integers(4, 80), tau_s=st.sampled_from([1e-3, 0.01, 0.3, 1.0, 7.0]),
        tau_g=st.sampled_from([0.01, 1.0, 5.0]))
 @settings(max_examples=150)
-def test_losses_are_finite_and_shift_invariant_at_any_offset(dtype, name, x, gx, off_exp, off_sign, g_exp, shrink,
-                                                               tau_s, tau_g):
+def test_losses_are_finite_and_shift_invariant_at_any_offset(dtype, name, x, gx, off_exp, near_top, top, off_sign,
+                                                               g_exp, shrink, tau_s, tau_g):
     """Scores = offset + spread·x with |offset| up to finfo.max / 2 and spread/τ_s well inside the range (and
     the teacher's likewise):
     loss and gradient are finite and equal those of the same scores centred on their row maximum."""
     dt = DTYPES[dtype]
     big = float(np.finfo(dt).max)
-    offset = off_sign * 10.0 ** (off_exp * np.log10(big / 2))  # 1 .. finfo.max / 2
+    # |offset| log-uniform in 1 .. finfo.max / 2, or near the top of the range, (finfo.max / 2) / 2**near_top,
+    # where w / τ_s itself overflows
+    offset = off_sign * (big / 2 * 2.0 ** -near_top if top else 10.0 ** (off_exp * np.log10(big / 2)))
     spread = min(tau_s, 1.0) * big * 2.0 ** -shrink
     s = _rows(dt, x, offset, spread)  # (B, 4)
     # the teacher's log-probabilities enter the R||T gradient divided by τ_s: keep (spread_g/τ_g)/τ_s in range
@@ -381,10 +383,11 @@ def test_losses_at_any_scale_are_finite_or_a_named_overflow(dtype, name, data, t
 @pytest.mark.parametrize("dtype,scale", [("float32", 1e37), ("float32", 3e38), ("float64", 1e306),
                                          ("float64", -1e306), ("float64", 1.7e308)])
 def test_the_audits_extremes_are_finite(dtype, scale):
-    """The audit's reproductions: scores near 1e37 (float32) and ±1e306 (float64) with Atlas's τ = 0.01. The
-    teacher ranks like the student here, so the true KL is representable (~0) and must come out finite."""
+    """The audit's reproductions: scores near 1e37 (float32) and ±1e306 (float64), of both signs in a row,
+    with Atlas's τ = 0.01. The teacher ranks like the student here, so the true KL is representable (~0)
+    and must come out finite; the gold (supervised) is the student's top document."""
     dt = DTYPES[dtype]
-    s = np.array([[1.0, 0.999, 0.998, 0.5], [0.9, 1.0, 0.2, 0.95]]) * scale
+    s = np.array([[1.0, 0.999, -0.998, -0.5], [0.9, 1.0, -0.2, 0.95]]) * scale
     s = s.astype(dt)
     for name in LOSSES:
         loss, ds = _run(name, s, s if "kl" in name else -s, 0.01, 0.01)
