@@ -40,7 +40,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 __all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "file_lock",
            "temp_name_pattern"]
 
-_RANDOM_CHARS = 8  # 8 base-32 characters: 40 random bits a name, retried on the (unlikely) collision
+_RANDOM_CHARS = 8  # 8 hex characters: 32 random bits a name; O_EXCL catches a collision and draws again
 
 
 def _check_path(fn: str, path: Any) -> Path:

@@ -59,9 +59,9 @@ def _write_open(p):
 @given(umask=st.integers(0, 0o777), kind=st.sampled_from(sorted(WRITERS)))
 @settings(max_examples=40)
 def test_new_files_get_the_mode_open_would_give_under_any_umask(umask, kind):
-    old = os.umask(umask)
-    try:
-        with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d:  # made before the umask changes: mode 0700, writable by us
+        old = os.umask(umask)
+        try:
             ref = Path(d) / "ref"
             with open(ref, "w"):
                 pass
@@ -70,8 +70,8 @@ def test_new_files_get_the_mode_open_would_give_under_any_umask(umask, kind):
             assert _mode(target) == 0o666 & ~umask == _mode(ref)
             WRITERS[kind](target)  # a rewrite (temporary file renamed over an existing file) as well
             assert _mode(target) == 0o666 & ~umask
-    finally:
-        os.umask(old)
+        finally:
+            os.umask(old)
 
 
 # ------------------------------------------------------------------------------------------ stale temporary files
