@@ -111,8 +111,8 @@ def reranker_forward(params: dict, question, docs, *, pad_id: int = 0, valid=Non
         E, W = params["E"], params["W"]
     except (KeyError, TypeError, IndexError):
         fail(fn, "params", params, "a dict {'E': (V, D), 'W': (D, D)} from init_reranker")
-    Er = check_array(fn, "params['E']", E, ndim=2)
-    check_array(fn, "params['W']", W, shape=(Er.shape[1], Er.shape[1]))
+    Er = check_array(fn, "params['E']", E, ndim=2, finite=True)  # NaN parameters would give NaN scores
+    check_array(fn, "params['W']", W, shape=(Er.shape[1], Er.shape[1]), finite=True)
     V = Er.shape[0]
     qr = check_token_ids(fn, "question", question, ndim=2, vocab_size=V)
     dr = check_token_ids(fn, "docs", docs, ndim=3, vocab_size=V)

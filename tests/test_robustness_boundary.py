@@ -407,3 +407,12 @@ def test_a_tau_too_small_for_the_dtype_is_named(dtype, tau):
         supervised_forward(s, s > 0, tau_s=tau)
     with pytest.raises(ValueError, match=r"^emdr_forward: tau_s="):
         emdr_forward(s, -np.ones((1, 3, 1), dtype=s.dtype), np.ones((1, 1), dtype=bool), tau_s=tau)
+
+
+def test_reranker_names_non_finite_parameters():
+    params, q, d, valid = _reranker_batch()
+    for key in ("E", "W"):
+        bad = {**params, key: params[key].copy()}
+        bad[key][1, 0] = NAN
+        with pytest.raises(ValueError, match=rf"^reranker_forward: params\['{key}'\]=.*finite values"):
+            reranker_forward(bad, q, d, valid=valid)

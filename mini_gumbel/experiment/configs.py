@@ -187,6 +187,8 @@ def default_reader_config(data_cfg: DataConfig, reader: str = "two_pass", **over
     variants measured (learning rate, 3 decoder layers, width 128, more same-relation training sets, fewer
     names, up to 10000 steps) learned to follow a bridge across two documents: docs/method.md §6.6."""
     check_choice("default_reader_config", "reader", reader, READERS)
+    if not isinstance(data_cfg, DataConfig):
+        fail("default_reader_config", "data_cfg", data_cfg, "a DataConfig", TypeError)
     v = make_vocab(data_cfg)
     kw = dict(vocab_size=len(v), d_model=64, n_heads=2, n_enc_layers=2, n_dec_layers=2, d_ff=128,
               max_ctx_len=data_cfg.ctx_len, max_ans_len=data_cfg.ans_len, pad_id=v.pad_id, bos_id=v.bos_id,
