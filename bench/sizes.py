@@ -34,7 +34,7 @@ FULL = {
     "step_reader": {}, "repeats_step": 7,
 }
 
-QUICK = dict(FULL, topk_dtypes=["float64"], repeats_topk=5, target_s=0.01, reader_dtypes=["float64", "float32"],
+QUICK = dict(FULL, repeats_topk=5, target_s=0.01, reader_dtypes=["float64", "float32"],
              repeats_reader=3, peak_n=[1024], growth_N=[100, 1000, 10000], growth_K=[1, 5, 20],
              repeats_growth=5, growth_reader_N=[5, 10, 20], growth_reader_L=[8, 16, 32],
              growth_reader_B=[4, 8, 16], repeats_growth_reader=3, cupy_reader=(MEDIUM_CFG, 16, 10, 64, 4),
