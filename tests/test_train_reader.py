@@ -148,6 +148,8 @@ def test_report_structure(tiny_splits):
     json.dumps(rep)  # JSON-serialisable as is
     table = format_em_table(ev)
     assert "gold only" in table and table.count("\n") == len(CONDITIONS) + 1
+    row = next(line for line in table.splitlines() if line.startswith("| gold only |"))  # percent, one decimal
+    assert row.split(" | ")[1] == f"{100 * ev['gold_only']['all']:.1f}"
 
 
 def test_evaluate_reader_is_deterministic_and_validates(tiny_splits):

@@ -119,15 +119,15 @@ def evaluate_reader(params: dict, reader_cfg: ReaderConfig, dataset: Dataset, k:
 
 
 def format_em_table(ev: dict) -> str:
-    """A markdown table of evaluate_reader's output."""
-    lines = [f"| documents given to the reader | all ({ev['n']['all']}) | single-hop ({ev['n']['single_hop']}) | "
+    """A markdown table of evaluate_reader's output: exact match in percent (question counts in the header)."""
+    lines = [f"| documents given to the reader (EM, %) | all ({ev['n']['all']}) | single-hop ({ev['n']['single_hop']}) | "
              f"two-hop ({ev['n']['two_hop']}) |", "|---|---:|---:|---:|"]
     names = {"all_candidates": "all N candidates", "gold_in_k": f"gold + random to K={ev['k']}",
              "gold_only": "gold only", "without_bridge_doc": "all but the bridge document (gold 1)",
              "answer_doc_alone": "gold 2, no other outer-relation document, no gold 1",
              "random_k": f"K={ev['k']} random", "no_docs": "none (question only)",
              "distractors_only": "distractors only"}
-    fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+    fmt = lambda x: "-" if x is None else f"{100 * x:.1f}"  # noqa: E731
     for cond in CONDITIONS:
         r = ev[cond]
         lines.append(f"| {names[cond]} | {fmt(r['all'])} | {fmt(r['single_hop'])} | {fmt(r['two_hop'])} |")
