@@ -80,3 +80,14 @@ def test_unreadable_run_file_is_recomputed_with_a_warning(demo_out, tmp_path, ca
     assert f"ignoring the unreadable run file {out / 'runs' / src.name}" in printed and "recomputing it" in printed
     rec = json.loads((out / "runs" / src.name).read_text())
     assert rec["test"] == json.loads(src.read_text())["test"]  # recomputed, and the same run as before
+
+
+def test_mean_std_of_no_finite_value_is_none_and_prints_a_dash():
+    """A metric with no finite value over the seeds is null in results.json (JSON has no NaN), '–' in the table."""
+    from mini_gumbel.experiment.evaluate import format_table, mean_std
+
+    summary = {"gumbel": mean_std([{"recall@5": 0.5, "em": float("nan")}, {"recall@5": 0.7, "em": float("nan")}])}
+    assert summary["gumbel"]["em"]["mean"] is None and abs(summary["gumbel"]["recall@5"]["mean"] - 0.6) < 1e-12
+    json.dumps(summary, allow_nan=False)  # what atomic_write_json requires
+    row = next(line for line in format_table(summary, 5, [0, 1]).splitlines() if line.startswith("| gumbel |"))
+    assert "60.0 ± 10.0" in row and "–" in row

@@ -184,8 +184,10 @@ def mean_std(recs: list) -> dict:
     out = {}
     for key in keys:
         vals = np.array([r[key] for r in recs], dtype=np.float64)
-        out[key] = {"mean": float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan"),
-                    "std": float(np.nanstd(vals)) if len(vals) > 1 else 0.0, "n": len(vals)}
+        finite = vals[np.isfinite(vals)]  # a seed whose value is not finite is left out of both
+        out[key] = {"mean": float(finite.mean()) if len(finite) else None,  # None: JSON has no NaN
+                    "std": float(finite.std()) if len(finite) > 1 else (0.0 if len(finite) else None),
+                    "n": len(vals)}
     return out
 
 
@@ -200,6 +202,9 @@ def format_table(summary: dict, k: int, seeds, *, reader: str = "two_pass", quic
                 cells.append("")
                 continue
             mean, std, n = m[key]["mean"], m[key]["std"], m[key]["n"]
+            if mean is None:  # no finite value over the seeds
+                cells.append("–")
+                continue
             cells.append(f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if n > 1 else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
