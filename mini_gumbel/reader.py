@@ -58,7 +58,7 @@ import numpy as np
 
 from . import ops
 from .backend import get_xp, is_traced, to_numpy, unbox
-from .validate import (check_array, check_bool, check_cache, check_dloss, check_float_dtype, check_int,
+from .validate import (check_array, check_bool, check_cache, check_dloss, check_float_dtype, check_int, check_seed,
                        check_token_ids, check_type, fail)
 
 __all__ = ["ReaderConfig", "ReaderCache", "ReaderMemory", "init_reader", "reader_forward", "reader_backward",
@@ -147,7 +147,7 @@ def init_reader(cfg: ReaderConfig, seed: int, *, dtype=np.float64) -> dict:
     like a token embedding."""
     check_type("init_reader", "cfg", cfg, ReaderConfig)
     dtype = check_float_dtype("init_reader", "dtype", dtype)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed("init_reader", seed))
     n_res = 2 * max(cfg.n_enc_layers + cfg.n_dec_layers, 1)
     params = {}
     for name, shape in param_shapes(cfg).items():

@@ -254,3 +254,10 @@ def test_token_ids_out_of_range_are_rejected(where, bad):
         c1[0, 0, 0] = bad
         with pytest.raises(ValueError, match=rf"two_pass_forward: batch.ctx1=.*; expected token ids in \[0, {V}\)"):
             two_pass_forward(P, CFG2, b._replace(ctx1=c1))
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "a", None, True])
+def test_init_reader_names_a_bad_seed(seed):
+    """A seed NumPy would reject without naming it, or (None, True) silently accept, is named."""
+    with pytest.raises((TypeError, ValueError), match=r"init_reader: seed="):
+        init_reader(ReaderConfig(vocab_size=20), seed)
