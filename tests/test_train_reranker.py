@@ -6,7 +6,7 @@ from mini_gumbel.gradcheck import check_grads
 from mini_gumbel.gumbel import gumbel_noise, relaxed_topk_backward, relaxed_topk_forward
 from mini_gumbel.reader import ReaderConfig, init_reader, reader_backward, reader_forward
 from mini_gumbel.experiment.configs import METHODS, RerankConfig
-from mini_gumbel.experiment.train_reranker import method_loss
+from mini_gumbel.experiment.train_reranker import method_loss, train_reranker
 from mini_gumbel.reranker import init_reranker, reranker_backward, reranker_forward
 
 
@@ -106,3 +106,9 @@ def test_gumbel_training_with_reused_memory_is_bit_identical(reader):
     assert a.history == b.history
     for k in a.params:
         np.testing.assert_array_equal(a.params[k], b.params[k])
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "a", None, True])
+def test_train_reranker_names_a_bad_seed(seed):
+    with pytest.raises((TypeError, ValueError), match=r"train_reranker: seed="):
+        train_reranker("gumbel", None, None, None, None, RerankConfig(), seed=seed, vocab_size=10)

@@ -34,7 +34,7 @@ from ..gumbel_reranking import gumbel_reranking_loss, reader_memory_of
 from ..reader import ReaderMemory
 from ..optim import adam_init, adam_step
 from ..reranker import init_reranker, reranker_backward, reranker_forward
-from ..validate import check_bool, check_choice
+from ..validate import check_bool, check_choice, check_seed
 from .configs import METHODS, RerankConfig
 from .evaluate import batches, evaluate_ranker
 from .readers import answer_nll, final_read_attention, one_doc_logprobs, reader_inputs
@@ -142,7 +142,7 @@ def train_reranker(method: str, reader_params, reader_cfg, train, dev, cfg: Rera
     reuse_memory=False (gumbel): run the whole reader every step instead of reusing its mask-independent
     states; the results are the same, bit for bit (tested), only slower."""
     check_choice("train_reranker", "method", method, METHODS)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed("train_reranker", seed))
     init_seed, batch_seed, noise_seed = rng.integers(0, 2**31 - 1, size=3)
     params = init_reranker(vocab_size, cfg.dim, int(init_seed), dtype=dtype, init=cfg.init)
     init_params = {k: v.copy() for k, v in params.items()}
