@@ -1,14 +1,20 @@
 """Transformer primitives as forward/backward pairs (llm.c style), written once for NumPy, CuPy and autograd.
 
 These are building blocks: their callers (the reader, the losses) validate the inputs once, so the
-primitives do no argument checking and read as the math they implement. Forwards take one path whether
-or not autograd is tracing them: in-place variants measured 1.00-1.08x on whole reader steps, below the
-1.2x that would pay for a second copy of the arithmetic.
+primitives do no argument checking and read as the math they implement.
+
+Temporaries. Every op builds its result from the same sequence of operations whoever calls it, and reuses
+the full-size temporaries it made itself (``out=`` into an array it allocated and no longer needs), so an
+op makes one or two fresh arrays instead of one per operation. Writing into an array is exact (the same
+IEEE operation on the same operands), so the results are bit-identical to the out-of-place expression.
+Autograd cannot trace a write, so when any input is traced (``_own(...)`` is False) each such line takes
+its out-of-place form instead: the same arithmetic, one line, ``xp.f(a, b, out=a) if own else a op b``.
 
 Every ``x_forward(...)`` returns ``(out, cache)`` with a small NamedTuple cache; every ``x_backward(dout, cache)``
-returns fresh gradients and quotes, in a comment, the forward line it inverts. Forwards only use functions
-in the NumPy ∩ CuPy subset through ``xp = get_xp(...)`` and never write into arrays, so ``autograd`` can
-differentiate the very same code (the tests use it as an oracle). Backwards that feed a frozen model take
+returns fresh gradients and quotes, in a comment, the forward line it inverts (backwards never write into
+``dout`` or the cache: a cache may be used twice). Forwards only use functions in the NumPy ∩ CuPy subset
+through ``xp = get_xp(...)`` and never write into arrays autograd traces, so ``autograd`` can differentiate
+the very same code (the tests use it as an oracle). Backwards that feed a frozen model take
 ``param_grads=False`` and then skip every parameter gradient (returned as ``None``).
 
 Dimension letters: B batch, N documents, L tokens per document (encoder sequence), S = N*L key tokens,
@@ -27,7 +33,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from .backend import get_xp, unbox
+from .backend import get_xp, is_traced, unbox
 
 __all__ = [
     "embedding_forward", "embedding_backward", "linear_forward", "linear_backward",
@@ -41,6 +47,20 @@ __all__ = [
 
 _GELU_C = math.sqrt(2.0 / math.pi)
 _GELU_A = 0.044715
+
+
+def _own(*arrays):
+    """True when the op may write into the temporaries it makes from ``arrays``: none is traced by autograd
+    (a traced forward must build new arrays) and all share one dtype (so a result written ``out=`` into a
+    temporary has the dtype the out-of-place expression would have had). None and scalars are ignored."""
+    dtypes = set()
+    for a in arrays:
+        if a is None or isinstance(a, (bool, int, float)):
+            continue
+        if is_traced(a):
+            return False
+        dtypes.add(a.dtype)
+    return len(dtypes) <= 1
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -84,9 +104,9 @@ def linear_forward(x, W, b=None):
     xp = get_xp(x, W, b)
     lead = tuple(x.shape[:-1])
     x2 = xp.reshape(x, (-1, x.shape[-1]))  # (M, Cin)
-    out = x2 @ W  # (M, Cout)
+    out = x2 @ W  # (M, Cout) fresh
     if b is not None:
-        out = out + b  # (M, Cout)
+        out = xp.add(out, b, out=out) if _own(x, W, b) else out + b  # (M, Cout)
     return xp.reshape(out, lead + (W.shape[1],)), LinearCache(x2, W, b is not None, lead)
 
 
@@ -119,12 +139,16 @@ class LayerNormCache(NamedTuple):
 def layernorm_forward(x, g, b, eps=1e-5):
     """out = (x − mean) / sqrt(var + eps) * g + b over the last axis   x (..., C) -> (..., C)."""
     xp = get_xp(x, g, b)
+    own = _own(x, g, b)
     mu = xp.mean(x, axis=-1, keepdims=True)  # (..., 1)
-    xc = x - mu  # (..., C)
-    var = xp.mean(xc * xc, axis=-1, keepdims=True)  # (..., 1)
+    xc = x - mu  # (..., C) fresh
+    sq = xc * xc  # (..., C) fresh
+    var = xp.mean(sq, axis=-1, keepdims=True)  # (..., 1)
     rstd = 1.0 / xp.sqrt(var + eps)  # (..., 1)
-    xhat = xc * rstd  # (..., C)
-    return xhat * g + b, LayerNormCache(xhat, rstd, g)
+    xhat = xp.multiply(xc, rstd, out=xc) if own else xc * rstd  # (..., C), in xc
+    out = xp.multiply(xhat, g, out=sq) if own else xhat * g  # (..., C), in sq (var is taken)
+    out = xp.add(out, b, out=out) if own else out + b  # (..., C)
+    return out, LayerNormCache(xhat, rstd, g)
 
 
 def layernorm_backward(dout, cache, *, param_grads=True):
@@ -132,18 +156,22 @@ def layernorm_backward(dout, cache, *, param_grads=True):
     xp = get_xp(dout)
     xhat, rstd, g = cache
     dg = db = None
+    dxhat = dout * g  # (..., C) fresh: becomes dx
     if param_grads:
         C = dout.shape[-1]
-        d2, x2 = xp.reshape(dout, (-1, C)), xp.reshape(xhat, (-1, C))  # (M, C)
+        d2 = xp.reshape(dout, (-1, C))  # (M, C)
         # out = xhat * g + b
-        dg = xp.sum(d2 * x2, axis=0)  # (C,)
+        tmp = d2 * xp.reshape(xhat, (-1, C))  # (M, C) fresh, reused for dxhat xhat below
+        dg = xp.sum(tmp, axis=0)  # (C,)
         db = xp.sum(d2, axis=0)  # (C,)
-    dxhat = dout * g  # (..., C)
+        prod = xp.multiply(dxhat, xhat, out=xp.reshape(tmp, dout.shape))  # (..., C)
+    else:
+        prod = dxhat * xhat  # (..., C) fresh
     # xhat = (x − mu) * rstd, mu and rstd functions of x: the usual three-term formula
-    #   dx = rstd (dxhat − mean(dxhat) − xhat mean(dxhat xhat)), built in place in one fresh array
-    dx = xhat * xp.mean(dxhat * xhat, axis=-1, keepdims=True)  # (..., C)
-    dx += xp.mean(dxhat, axis=-1, keepdims=True)
-    xp.subtract(dxhat, dx, out=dx)
+    #   dx = rstd (dxhat − mean(dxhat) − xhat mean(dxhat xhat)), in the two fresh arrays
+    t = xp.multiply(xhat, xp.mean(prod, axis=-1, keepdims=True), out=prod)  # (..., C)
+    t += xp.mean(dxhat, axis=-1, keepdims=True)
+    dx = xp.subtract(dxhat, t, out=dxhat)  # (..., C)
     dx *= rstd
     return dx, dg, db
 
@@ -163,11 +191,19 @@ def gelu_forward(x):
     0.5 (1 + tanh u) = 1 / (1 + exp(−2u)) exactly; one exp is about 3x cheaper than tanh in float64.
     """
     xp = get_xp(x)
+    own = _own(x)
     # exp(−2u) overflows only where sigmoid(2u) is 0 anyway (x < −19 in float64, x < −9 in float32): clip
     # at the dtype's own exp limit to stay warning-free
     top = math.log(xp.finfo(x.dtype).max) - 1.0
-    m2u = ((-2.0 * _GELU_C * _GELU_A) * (x * x) - 2.0 * _GELU_C) * x  # (...)  −2u
-    s = 1.0 / (1.0 + xp.exp(xp.minimum(m2u, top)))  # (...)
+    # s built in one fresh array t: −2u = ((−2ca) x² − 2c) x, clipped, exp, 1 + ., 1 / .
+    t = x * x  # (...) fresh
+    t = xp.multiply(t, -2.0 * _GELU_C * _GELU_A, out=t) if own else (-2.0 * _GELU_C * _GELU_A) * t
+    t = xp.subtract(t, 2.0 * _GELU_C, out=t) if own else t - 2.0 * _GELU_C
+    t = xp.multiply(t, x, out=t) if own else t * x  # (...)  −2u
+    t = xp.minimum(t, top, out=t) if own else xp.minimum(t, top)
+    t = xp.exp(t, out=t) if own else xp.exp(t)
+    t = xp.add(t, 1.0, out=t) if own else 1.0 + t
+    s = xp.divide(1.0, t, out=t) if own else 1.0 / t  # (...)
     return x * s, GeluCache(x, s)
 
 
@@ -197,16 +233,21 @@ class SoftmaxCache(NamedTuple):
 def softmax_forward(x):
     """y = exp(x − max) / Σ exp(x − max) over the last axis; −inf entries get probability 0."""
     xp = get_xp(x)
-    e = xp.exp(x - xp.max(unbox(x), axis=-1, keepdims=True))  # (..., V)
-    y = e / xp.sum(e, axis=-1, keepdims=True)  # (..., V)
+    own = _own(x)
+    e = x - xp.max(unbox(x), axis=-1, keepdims=True)  # (..., V) fresh
+    e = xp.exp(e, out=e) if own else xp.exp(e)  # (..., V)
+    y = xp.divide(e, xp.sum(e, axis=-1, keepdims=True), out=e) if own else e / xp.sum(e, axis=-1, keepdims=True)
     return y, SoftmaxCache(y)
 
 
 def softmax_backward(dy, cache):
     xp = get_xp(dy)
     y = cache.y
-    # y = e / Σ e  ->  dx = y (dy − Σ dy y)
-    return y * (dy - xp.sum(dy * y, axis=-1, keepdims=True))  # (..., V)
+    # y = e / Σ e  ->  dx = y (dy − Σ dy y), in one fresh array
+    t = dy * y  # (..., V)
+    t = xp.subtract(dy, xp.sum(t, axis=-1, keepdims=True), out=t)
+    t *= y
+    return t  # (..., V)
 
 
 class LogSoftmaxCache(NamedTuple):
@@ -216,16 +257,19 @@ class LogSoftmaxCache(NamedTuple):
 def log_softmax_forward(x):
     """y = x − max − log Σ exp(x − max) over the last axis."""
     xp = get_xp(x)
-    z = x - xp.max(unbox(x), axis=-1, keepdims=True)  # (..., V)
-    e = xp.exp(z)  # (..., V)
+    own = _own(x)
+    z = x - xp.max(unbox(x), axis=-1, keepdims=True)  # (..., V) fresh: becomes y
+    e = xp.exp(z)  # (..., V) fresh: becomes p
     s = xp.sum(e, axis=-1, keepdims=True)  # (..., 1)
-    return z - xp.log(s), LogSoftmaxCache(e / s)
+    y = xp.subtract(z, xp.log(s), out=z) if own else z - xp.log(s)
+    return y, LogSoftmaxCache(xp.divide(e, s, out=e) if own else e / s)
 
 
 def log_softmax_backward(dy, cache):
     xp = get_xp(dy)
     # y = z − log Σ exp z  ->  dx = dy − p Σ dy
-    return dy - cache.p * xp.sum(dy, axis=-1, keepdims=True)  # (..., V)
+    t = cache.p * xp.sum(dy, axis=-1, keepdims=True)  # (..., V) fresh
+    return xp.subtract(dy, t, out=t)  # (..., V)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -254,6 +298,7 @@ def attention_forward(q, k, v, *, key_pad=None, causal=False, doc_mask=None, n_d
     for N = n_docs documents (there e_u / Z = a_u, so dM_i = Σ_{u∈d_i} Σ_{h,t} a_u (ḡ_u − r)).
     """
     xp = get_xp(q, k, v, doc_mask)
+    own = _own(q, k, v, doc_mask)
     B, H, T, Dh = q.shape
     S = k.shape[2]
     scale = 1.0 / math.sqrt(Dh)
@@ -265,10 +310,13 @@ def attention_forward(q, k, v, *, key_pad=None, causal=False, doc_mask=None, n_d
     if causal:
         cm = xp.tril(xp.ones((T, S), dtype=bool), k=S - T)  # (T, S)
         valid = cm if valid is None else valid & cm  # (B, 1, T, S)
-    z = s if valid is None else xp.where(valid, s, -xp.inf)  # (B, H, T, S)
+    z = s if valid is None else xp.where(valid, s, -xp.inf)  # (B, H, T, S), fresh unless it is s (cached)
     if doc_mask is None:
-        e = xp.exp(z - xp.max(unbox(z), axis=-1, keepdims=True))  # (B, H, T, S)
-        a = e / xp.sum(e, axis=-1, keepdims=True)  # (B, H, T, S)
+        # softmax in one array: z's when it is fresh, else a new one
+        zm = xp.max(unbox(z), axis=-1, keepdims=True)  # (B, H, T, 1)
+        e = xp.subtract(z, zm, out=z) if own and z is not s else z - zm  # (B, H, T, S)
+        e = xp.exp(e, out=e) if own else xp.exp(e)
+        a = xp.divide(e, xp.sum(e, axis=-1, keepdims=True), out=e) if own else e / xp.sum(e, axis=-1, keepdims=True)
         out = xp.matmul(a, v)  # (B, H, T, Dh)
         return out, AttentionCache(qs, k, v, a, None, None, scale, int(n_docs or 0), s)
     N = doc_mask.shape[1]
@@ -278,12 +326,16 @@ def attention_forward(q, k, v, *, key_pad=None, causal=False, doc_mask=None, n_d
     # Keys of documents with M = 0 may sit far above it; they carry no weight, but exp would overflow to inf
     # and inf * 0 = NaN, so their exponent is capped at half the dtype's range. That changes nothing where
     # M > 0 (there z - max <= 0) and keeps their mask gradient finite, if enormous.
+    # Two fresh arrays: zmax's (a constant, never traced) holds e once its max is taken, w's holds a.
     zmax = xp.where(unbox(tok) > 0, unbox(z), -xp.inf)  # (B, H, T, S)
     cap = 0.5 * math.log(xp.finfo(q.dtype).max)
-    e = xp.exp(xp.minimum(z - xp.max(zmax, axis=-1, keepdims=True), cap))  # (B, H, T, S)
-    w = e * tok  # (B, H, T, S)
+    zm = xp.max(zmax, axis=-1, keepdims=True)  # (B, H, T, 1)
+    e = xp.subtract(z, zm, out=zmax) if own else z - zm  # (B, H, T, S)
+    e = xp.minimum(e, cap, out=e) if own else xp.minimum(e, cap)
+    e = xp.exp(e, out=e) if own else xp.exp(e)
+    w = e * tok  # (B, H, T, S) fresh
     Z = xp.sum(w, axis=-1, keepdims=True)  # (B, H, T, 1)
-    a = w / Z  # (B, H, T, S)
+    a = xp.divide(w, Z, out=w) if own else w / Z  # (B, H, T, S)
     out = xp.matmul(a, v)  # (B, H, T, Dh)
     return out, AttentionCache(qs, k, v, a, e, Z, scale, N, s)
 
@@ -295,10 +347,11 @@ def attention_backward(dout, cache, *, need_kv=True):
     # out = a @ v
     da = xp.matmul(dout, xp.swapaxes(v, -1, -2))  # (B, H, T, S)  ḡ
     dv = xp.matmul(xp.swapaxes(a, -1, -2), dout) if need_kv else None  # (B, H, S, Dh)
-    r = xp.sum(da * a, axis=-1, keepdims=True)  # (B, H, T, 1)  Σ_v ḡ_v a_v
+    ds = da * a  # (B, H, T, S) fresh: the terms of r, then ds
+    r = xp.sum(ds, axis=-1, keepdims=True)  # (B, H, T, 1)  Σ_v ḡ_v a_v
     # a = w / Z with w = M_doc e  ->  dL/dw_u = (ḡ_u − r) / Z ;  e = exp(s − max)  ->  ds = dw · w = a (ḡ − r)
     da -= r  # (B, H, T, S)  ḡ − r, in place: da is ours
-    ds = a * da  # (B, H, T, S); 0 on padded / masked keys since a = 0 there
+    ds = xp.multiply(a, da, out=ds)  # (B, H, T, S); 0 on padded / masked keys since a = 0 there
     ddoc = None
     if N:
         B, S = a.shape[0], a.shape[-1]
@@ -505,5 +558,8 @@ def cross_entropy_forward(logits, targets, *, pad_id=0):
 def cross_entropy_backward(dloss, cache):
     """dlogits (B, T, V)."""
     # loss = mean_b nll_b,  nll_b = −Σ_t valid_bt lp[y_bt] / count_b,  lp = log_softmax(logits)
-    w = (dloss * cache.weight)[..., None]  # (B, T, 1)
-    return w * (cache.p - cache.onehot)  # (B, T, V)
+    # (in the logits' dtype: a float64 dloss must not turn a float32 model's gradients into float64)
+    w = (dloss * cache.weight).astype(cache.p.dtype, copy=False)[..., None]  # (B, T, 1)
+    d = cache.p - cache.onehot  # (B, T, V) fresh
+    d *= w
+    return d
