@@ -63,6 +63,13 @@ def _own(*arrays):
     return len(dtypes) <= 1
 
 
+def _token_major(xp, B, H, T, Dh, dtype):
+    """An empty (B, H, T, Dh) array laid out as (B, T, H, Dh), for a product over heads to write into: its
+    merge_heads is then a view, not a copy (each head's (T, Dh) block is still a plain strided matrix, so
+    the product itself is unchanged)."""
+    return xp.transpose(xp.empty((B, T, H, Dh), dtype=dtype), (0, 2, 1, 3))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # embedding: out = W[ids]
 
@@ -317,7 +324,7 @@ def attention_forward(q, k, v, *, key_pad=None, causal=False, doc_mask=None, n_d
         e = xp.subtract(z, zm, out=z) if own and z is not s else z - zm  # (B, H, T, S)
         e = xp.exp(e, out=e) if own else xp.exp(e)
         a = xp.divide(e, xp.sum(e, axis=-1, keepdims=True), out=e) if own else e / xp.sum(e, axis=-1, keepdims=True)
-        out = xp.matmul(a, v)  # (B, H, T, Dh)
+        out = xp.matmul(a, v, out=_token_major(xp, B, H, T, Dh, q.dtype)) if own else xp.matmul(a, v)
         return out, AttentionCache(qs, k, v, a, None, None, scale, int(n_docs or 0), s)
     N = doc_mask.shape[1]
     L = S // N
@@ -336,17 +343,26 @@ def attention_forward(q, k, v, *, key_pad=None, causal=False, doc_mask=None, n_d
     w = e * tok  # (B, H, T, S) fresh
     Z = xp.sum(w, axis=-1, keepdims=True)  # (B, H, T, 1)
     a = xp.divide(w, Z, out=w) if own else w / Z  # (B, H, T, S)
-    out = xp.matmul(a, v)  # (B, H, T, Dh)
+    out = xp.matmul(a, v, out=_token_major(xp, B, H, T, Dh, q.dtype)) if own else xp.matmul(a, v)  # (B, H, T, Dh)
     return out, AttentionCache(qs, k, v, a, e, Z, scale, N, s)
 
 
-def attention_backward(dout, cache, *, need_kv=True):
-    """Returns (dq, dk, dv, ddoc_mask); dk, dv are None when need_kv=False, ddoc_mask None without a mask."""
+def attention_backward(dout, cache, *, need_kv=True, out=None):
+    """Returns (dq, dk, dv, ddoc_mask); dk, dv are None when need_kv=False, ddoc_mask None without a mask.
+
+    dq, dk, dv are written into ``out`` = three (B, H, ., Dh) arrays when given (self-attention passes views
+    of its fused q/k/v gradient), else into fresh token-major arrays (see _token_major)."""
     xp = get_xp(dout)
     qs, k, v, a, e, Z, scale, N = cache[:8]
+    if out is None:
+        B, H, T, Dh = qs.shape
+        S = k.shape[2]
+        dt = xp.result_type(dout, qs)
+        out = (_token_major(xp, B, H, T, Dh, dt),
+               *((_token_major(xp, B, H, S, Dh, dt) for _ in range(2)) if need_kv else (None, None)))
     # out = a @ v
     da = xp.matmul(dout, xp.swapaxes(v, -1, -2))  # (B, H, T, S)  ḡ
-    dv = xp.matmul(xp.swapaxes(a, -1, -2), dout) if need_kv else None  # (B, H, S, Dh)
+    dv = xp.matmul(xp.swapaxes(a, -1, -2), dout, out=out[2]) if need_kv else None  # (B, H, S, Dh)
     ds = da * a  # (B, H, T, S) fresh: the terms of r, then ds
     r = xp.sum(ds, axis=-1, keepdims=True)  # (B, H, T, 1)  Σ_v ḡ_v a_v
     # a = w / Z with w = M_doc e  ->  dL/dw_u = (ḡ_u − r) / Z ;  e = exp(s − max)  ->  ds = dw · w = a (ḡ − r)
@@ -364,9 +380,9 @@ def attention_backward(dout, cache, *, need_kv=True):
         dtok = xp.sum(xp.reshape(da, (B, -1, S)), axis=1)  # (B, S)
         ddoc = xp.sum(xp.reshape(dtok, (B, N, S // N)), axis=-1)  # (B, N)
     # s = (q * scale) @ kᵀ
-    dq = xp.matmul(ds, k)  # (B, H, T, Dh)
+    dq = xp.matmul(ds, k, out=out[0])  # (B, H, T, Dh)
     dq *= scale
-    dk = xp.matmul(xp.swapaxes(ds, -1, -2), qs) if need_kv else None  # (B, H, S, Dh)
+    dk = xp.matmul(xp.swapaxes(ds, -1, -2), qs, out=out[1]) if need_kv else None  # (B, H, S, Dh)
     return dq, dk, dv, ddoc
 
 
@@ -413,11 +429,11 @@ def self_attention_backward(dout, cache, *, param_grads=True):
     M, L, C = dout.shape
     # out = merge(y) @ Wo + bo
     dy, dWo, dbo = linear_backward(dout, cache.proj, param_grads=param_grads)  # (M, L, C)
-    dq, dk, dv = attention_backward(split_heads(dy, cache.n_heads), cache.att)[:3]  # (M, H, L, Dh) each
-    # qkv5 = transpose(reshape(qkv, (M, L, 3, H, Dh)), (2, 0, 3, 1, 4))
+    # qkv5 = transpose(reshape(qkv, (M, L, 3, H, Dh)), (2, 0, 3, 1, 4)): the attention backward writes dq,
+    # dk, dv straight into their places in dqkv (as (M, H, L, Dh) views), with no copy
     dqkv = xp.empty((M, L, 3, cache.n_heads, C // cache.n_heads), dtype=dy.dtype)  # (M, L, 3, H, Dh)
-    for i, d in enumerate((dq, dk, dv)):
-        dqkv[:, :, i] = xp.transpose(d, (0, 2, 1, 3))
+    views = [xp.transpose(dqkv[:, :, i], (0, 2, 1, 3)) for i in range(3)]  # (M, H, L, Dh) each
+    attention_backward(split_heads(dy, cache.n_heads), cache.att, out=views)
     dqkv = xp.reshape(dqkv, (M, L, 3 * C))  # (M, L, 3C)
     dx, dWqkv, dbqkv = linear_backward(dqkv, cache.qkv, param_grads=param_grads)  # (M, L, C)
     dp = {"Wqkv": dWqkv, "bqkv": dbqkv, "Wo": dWo, "bo": dbo} if param_grads else None
@@ -447,8 +463,11 @@ def cross_kv_backward(dk, dv, cache, *, param_grads=True):
     """Returns (dmem, dp) with dp = {"Wkv", "bkv"} (None when param_grads=False)."""
     xp = get_xp(dk, dv)
     B, H, S, Dh = dk.shape
-    # kv5 = transpose(reshape(kv, (B, S, 2, H, Dh)), (2, 0, 3, 1, 4))
-    dkv = xp.reshape(xp.transpose(xp.stack([dk, dv]), (1, 3, 0, 2, 4)), (B, S, 2 * H * Dh))  # (B, S, 2C)
+    # kv5 = transpose(reshape(kv, (B, S, 2, H, Dh)), (2, 0, 3, 1, 4)): one copy each into place
+    dkv = xp.empty((B, S, 2, H, Dh), dtype=xp.result_type(dk, dv))  # (B, S, 2, H, Dh)
+    dkv[:, :, 0] = xp.transpose(dk, (0, 2, 1, 3))
+    dkv[:, :, 1] = xp.transpose(dv, (0, 2, 1, 3))
+    dkv = xp.reshape(dkv, (B, S, 2 * H * Dh))  # (B, S, 2C)
     dmem, dW, db = linear_backward(dkv, cache.kv, param_grads=param_grads)  # (B, S, C)
     return dmem, ({"Wkv": dW, "bkv": db} if param_grads else None)
 
