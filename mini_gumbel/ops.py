@@ -90,8 +90,10 @@ def embedding_backward(dout, cache):
     xp = get_xp(dout)
     C = dout.shape[-1]
     flat = xp.reshape(xp.asarray(cache.ids), (-1,))  # (M,)
-    # out = W[ids]
-    onehot = (flat[:, None] == xp.arange(cache.V)[None, :]).astype(dout.dtype)  # (M, V)
+    # out = W[ids]; the one-hot rows are written directly (one write per row, not a compare and a cast
+    # over all M·V entries)
+    onehot = xp.zeros((flat.shape[0], cache.V), dtype=dout.dtype)  # (M, V)
+    onehot[xp.arange(flat.shape[0]), flat] = 1.0
     return onehot.T @ xp.reshape(dout, (-1, C))  # (V, C)
 
 
