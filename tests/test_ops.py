@@ -345,3 +345,112 @@ def test_gelu_far_negative_inputs_are_zero_without_overflow(dtype):
     assert y.dtype == dtype and np.all(np.isfinite(y)) and np.all(np.isfinite(dx))
     assert np.all(np.abs(y[:3]) < 1e-20) and np.all(np.abs(dx[:3]) < 1e-20)  # both ~ 0 there
     assert y[-1] == pytest.approx(3.0 * 0.5 * (1 + np.tanh(np.sqrt(2 / np.pi) * (3.0 + 0.044715 * 27.0))), rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------------
+# temporaries: ops write only into arrays they made themselves
+
+
+def _leaves(obj):
+    """Every ndarray reachable from a cache (nested NamedTuples, tuples, lists)."""
+    if isinstance(obj, np.ndarray):
+        return [obj]
+    if isinstance(obj, (tuple, list)):
+        return [a for o in obj for a in _leaves(o)]
+    return []
+
+
+def _op_cases(rng, dtype):
+    """(name, forward thunk, backward(dout, cache), inputs) for every op that reuses its temporaries."""
+    B, H, T, N, L, Dh, C = 2, 2, 3, 3, 2, 4, 4
+    S = N * L
+    x = rng.standard_normal((2, 3, C)).astype(dtype)
+    g, b, W, b5 = (rng.standard_normal(s).astype(dtype) for s in ((C,), (C,), (C, 5), (5,)))
+    q, k, v = (rng.standard_normal((B, H, n, Dh)).astype(dtype) for n in (T, S, S))
+    M = rng.uniform(0.1, 1.0, (B, N)).astype(dtype)
+    M[0, 1] = 0.0
+    key_pad = np.zeros((B, S), bool)
+    key_pad[:, L - 1] = True
+    logits = rng.standard_normal((B, T, 7)).astype(dtype)
+    targets = rng.integers(0, 7, (B, T))
+    ids = rng.integers(0, 6, (2, 3))
+    E = rng.standard_normal((6, C)).astype(dtype)
+    att = lambda R, c: ops.attention_backward(R, c)  # noqa: E731
+    return [
+        ("linear", lambda: ops.linear_forward(x, W, b5), ops.linear_backward, (x, W, b5)),
+        ("layernorm", lambda: ops.layernorm_forward(x, g, b), ops.layernorm_backward, (x, g, b)),
+        ("layernorm frozen", lambda: ops.layernorm_forward(x, g, b),
+         lambda R, c: ops.layernorm_backward(R, c, param_grads=False), (x, g, b)),
+        ("gelu", lambda: ops.gelu_forward(x), ops.gelu_backward, (x,)),
+        ("softmax", lambda: ops.softmax_forward(x), ops.softmax_backward, (x,)),
+        ("log_softmax", lambda: ops.log_softmax_forward(x), ops.log_softmax_backward, (x,)),
+        ("attention", lambda: ops.attention_forward(q, k, v), att, (q, k, v)),
+        ("attention key_pad causal", lambda: ops.attention_forward(q, k[:, :, :T], v[:, :, :T], causal=True,
+                                                                    key_pad=key_pad[:, :T]), att, (q, k, v)),
+        ("attention DMA", lambda: ops.attention_forward(q, k, v, key_pad=key_pad, doc_mask=M), att, (q, k, v, M)),
+        ("attention DMA frozen", lambda: ops.attention_forward(q, k, v, key_pad=key_pad, doc_mask=M),
+         lambda R, c: ops.attention_backward(R, c, need_kv=False), (q, k, v, M)),
+        ("cross_entropy", lambda: ops.cross_entropy_forward(logits, targets), ops.cross_entropy_backward,
+         (logits, targets)),
+        ("embedding", lambda: ops.embedding_forward(ids, E), ops.embedding_backward, (ids, E)),
+    ]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ops_never_write_into_inputs_dout_or_cache(dtype, rng):
+    """The forwards reuse only the temporaries they allocate, the backwards never touch dout or the cache:
+    inputs, the output and the cache are unchanged by a backward, and a second backward on the same cache
+    gives the same gradients bit for bit."""
+    for name, fwd, bwd, inputs in _op_cases(rng, dtype):
+        before = [a.copy() for a in inputs]
+        out, cache = fwd()
+        for a, a0 in zip(inputs, before):
+            np.testing.assert_array_equal(a, a0, err_msg=f"{name}: the forward wrote into an input")
+        leaves = _leaves(cache)
+        leaves0 = [a.copy() for a in leaves]
+        out0 = np.array(out, copy=True)
+        R = 1.0 if np.ndim(out) == 0 else probe(np.shape(out), rng).astype(dtype)
+        R0 = np.array(R, copy=True)
+        g1 = _leaves(bwd(R, cache))
+        g2 = _leaves(bwd(R, cache))
+        np.testing.assert_array_equal(R, R0, err_msg=f"{name}: the backward wrote into dout")
+        np.testing.assert_array_equal(out, out0, err_msg=f"{name}: the backward wrote into the output")
+        for a, a0 in zip(leaves, leaves0):
+            np.testing.assert_array_equal(a, a0, err_msg=f"{name}: the backward wrote into the cache")
+        assert len(g1) == len(g2) and g1, name
+        for a, a2 in zip(g1, g2):
+            assert a.dtype == dtype, f"{name}: gradient dtype {a.dtype}, expected {np.dtype(dtype)}"
+            np.testing.assert_array_equal(a, a2, err_msg=f"{name}: a second backward differs")
+
+
+def test_own_allows_writes_only_untraced_and_of_one_dtype():
+    from autograd.tracer import new_box
+
+    x32, x64 = np.ones(3, np.float32), np.ones(3)
+    assert ops._own(x64, x64, None, 2.0)
+    assert not ops._own(x32, x64)  # the out-of-place result would be float64
+    assert not ops._own(x64, new_box(x64, 0, None))  # autograd is tracing
+
+
+def test_attention_backward_writes_into_out(rng):
+    """attention_backward(out=...) fills the given (B, H, ., Dh) views, with the same values as without."""
+    B, H, T, S, Dh = 2, 2, 3, 4, 3
+    q, k, v = (rng.standard_normal((B, H, n, Dh)) for n in (T, S, S))
+    out, c = ops.attention_forward(q, k, v)
+    R = probe(out.shape, rng)
+    ref = ops.attention_backward(R, c)[:3]
+    views = [np.zeros((B, n, H, Dh)).transpose(0, 2, 1, 3) for n in (T, S, S)]
+    got = ops.attention_backward(R, c, out=views)[:3]
+    for g, w, r in zip(got, views, ref):
+        assert g is w
+        np.testing.assert_array_equal(w, r)
+
+
+def test_cross_entropy_backward_keeps_the_logits_dtype(rng):
+    """A float64 dloss (a NumPy scalar) must not turn a float32 model's gradient into float64."""
+    logits = rng.standard_normal((2, 3, 5)).astype(np.float32)
+    _, c = ops.cross_entropy_forward(logits, rng.integers(1, 5, (2, 3)))
+    for dloss in (1.0, np.float64(0.5), np.float32(2.0)):
+        d = ops.cross_entropy_backward(dloss, c)
+        assert d.dtype == np.float32
+        np.testing.assert_allclose(d, float(dloss) * ops.cross_entropy_backward(1.0, c), rtol=1e-6)
