@@ -47,11 +47,13 @@ def reader_inputs(b: Dataset, cfg: ReaderConfig):
     return two_pass_inputs(b) if cfg.exact_match else b
 
 
-def answer_nll(params, cfg: ReaderConfig, inputs, mask=None):
-    """(loss, cache): the batch mean answer NLL under the document mask; cache.nll (B,) per example."""
+def answer_nll(params, cfg: ReaderConfig, inputs, mask=None, *, memory=None):
+    """(loss, cache): the batch mean answer NLL under the document mask; cache.nll (B,) per example.
+    memory: memory_of(params, cfg, inputs) (or its rows, one per example): the same result, bit for bit,
+    without recomputing the mask-independent states; the cache then serves the frozen backward only."""
     if isinstance(inputs, TwoPassBatch):
-        return two_pass_forward(params, cfg, inputs, mask)
-    return reader_forward(params, cfg, inputs.ctx, inputs.ans_in, inputs.ans_out, mask)
+        return two_pass_forward(params, cfg, inputs, mask, memory1=memory)
+    return reader_forward(params, cfg, inputs.ctx, inputs.ans_in, inputs.ans_out, mask, memory=memory)
 
 
 def answer_nll_mask_grad(cache, inputs) -> np.ndarray:
