@@ -104,6 +104,7 @@ def run_demo(*, out: Path, seeds=(0,), methods=METHODS, quick=False, data_seed=0
     if tuned:
         variants += [(f"{m} (tuned)", m, rerank_cfg.replace(**TUNED[m])) for m in methods if m in TUNED]
     runs = {}  # (label, seed) -> record
+    untrained_at = {}  # (seed, dim, init) -> the untrained reranker's test metrics, computed once
     teachers = {}  # method -> its teacher (for gumbel: the reader memory), dropped after the method's last row
     last_row = {method: i for i, (_, method, _) in enumerate(variants)}
     for i, (label, method, cfg) in enumerate(variants):
@@ -124,8 +125,11 @@ def run_demo(*, out: Path, seeds=(0,), methods=METHODS, quick=False, data_seed=0
             run = train_reranker(method, reader_params, reader_cfg, splits.train, splits.dev, cfg, seed=seed,
                                  vocab_size=vocab_size, teachers=teachers[method], progress=bar)
             test = evaluate_ranker(run.params, splits.test, k, reader_params=reader_params, reader_cfg=reader_cfg)
-            untrained = evaluate_ranker(run.init_params, splits.test, k, reader_params=reader_params,
-                                        reader_cfg=reader_cfg)
+            init_key = (seed, cfg.dim, cfg.init)  # every method starts from the same reranker at a given seed
+            if init_key not in untrained_at:
+                untrained_at[init_key] = evaluate_ranker(run.init_params, splits.test, k, reader_params=reader_params,
+                                                         reader_cfg=reader_cfg)
+            untrained = untrained_at[init_key]
             rec = {"method": method, "label": label, "seed": seed, "config_hash": key, "rerank": repr(cfg),
                    "test": test, "untrained_test": untrained, "history": run.history,
                    "seconds": time.perf_counter() - t}
