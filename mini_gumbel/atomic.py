@@ -179,7 +179,7 @@ def atomic_write_json(path: PathLike, obj: Any) -> None:
     _check_path("atomic_write_json", path)
     try:
         text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=False)
-    except ValueError as e:
+    except ValueError:
         where = _non_finite_at(obj)
         if where is None:
             raise

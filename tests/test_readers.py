@@ -7,8 +7,8 @@ import pytest
 from mini_gumbel.data import DataConfig, make_dataset
 from mini_gumbel.experiment.configs import default_reader_config
 from mini_gumbel.experiment.evaluate import exact_match_rows
-from mini_gumbel.experiment.readers import (answer_nll, final_read_attention, memory_of, one_doc_logprobs, predict,
-                                            reader_inputs)
+from mini_gumbel.experiment.readers import answer_nll, final_read_attention, one_doc_logprobs, predict, reader_inputs
+from mini_gumbel.gumbel_reranking import reader_memory_of
 from mini_gumbel.metrics import exact_match
 from mini_gumbel.experiment.train_reranker import _leave_one_out_nll
 from mini_gumbel.reader import greedy_decode, init_reader, reader_forward
@@ -57,7 +57,7 @@ def test_predict_is_the_readers_own_decoder(setup):
         want = greedy_decode(params, cfg, b.ctx, m, max_len=2)
     np.testing.assert_array_equal(got, want)
     # the same answers from the reader's memory, computed once for several masks (evaluate_reader does that)
-    memory = memory_of(params, cfg, x)
+    memory = reader_memory_of(params, cfg, x)
     for mask in (m, 1.0 - 0.5 * m, None):
         np.testing.assert_array_equal(predict(params, cfg, x, mask, max_len=2, memory=memory),
                                       predict(params, cfg, x, mask, max_len=2))

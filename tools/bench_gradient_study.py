@@ -43,8 +43,8 @@ def main(argv=None) -> int:
     res = run_gradient_study(GradientStudyConfig(), out=args.out, progress=False, log=print)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     cfg = res["config"]
-    print(f"| run | questions | draws (relaxed / REINFORCE) | grid τ x κ·std | wall s | CPU s | budget s |")
-    print(f"|---|---:|---:|---:|---:|---:|---:|")
+    print("| run | questions | draws (relaxed / REINFORCE) | grid τ x κ·std | wall s | CPU s | budget s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     print(f"| gradient study, default | {cfg['n_single']} + {cfg['n_two_hop']} | {cfg['draws']} / "
           f"{cfg['reinforce_draws']} | {len(cfg['taus'])} x {len(cfg['kappa_stds'])} | {wall:.1f} | {cpu:.1f} | "
           f"{BUDGET_S:.0f} |")

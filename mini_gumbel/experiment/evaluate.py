@@ -13,7 +13,8 @@ from ..gumbel import topk_mask
 from ..reader import ReaderConfig
 from ..reranker import reranker_forward
 from ..validate import check_int, check_type
-from .readers import memory_of, no_doc_batch, predict, reader_inputs
+from ..gumbel_reranking import reader_memory_of
+from .readers import no_doc_batch, predict, reader_inputs
 
 __all__ = ["CONDITIONS", "TABLE_METRICS", "evaluate_reader", "format_em_table", "batches",
            "score_all", "evaluate_ranker", "mean_std", "format_table", "exact_match_rows"]
@@ -98,7 +99,7 @@ def evaluate_reader(params: dict, reader_cfg: ReaderConfig, dataset: Dataset, k:
         sl = slice(lo, min(lo + batch_size, S))
         b = dataset.batch(sl)
         x = reader_inputs(b, reader_cfg)
-        memory = memory_of(params, reader_cfg, x)  # the encoder states no mask reaches: once per chunk
+        memory = reader_memory_of(params, reader_cfg, x)  # the encoder states no mask reaches: once per chunk
         for cond in CONDITIONS:
             if cond == "no_docs":
                 pred = predict(params, reader_cfg, no_doc_batch(b, reader_cfg), None, max_len=T)  # (b, T')

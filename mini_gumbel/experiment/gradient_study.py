@@ -295,7 +295,7 @@ def run_gradient_study(cfg: Optional[GradientStudyConfig] = None, *, out: Option
 def format_markdown(result: dict) -> str:
     """The summary as markdown tables, one per κ·std(w)."""
     cfg = result["config"]
-    lines = [f"# The exact gradient of the expected loss, and each estimator against it",
+    lines = ["# The exact gradient of the expected loss, and each estimator against it",
              "",
              f"Dev questions: {cfg['n_single']} single-hop + {cfg['n_two_hop']} two-hop (data seed {cfg['data_seed']}), "
              f"N = {result['n_candidates']}, K = {result['k']}, all C(N, K) subsets; the untrained (lexical) reranker's "

@@ -16,11 +16,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..data import Dataset, Vocab
-from ..reader import ReaderConfig, greedy_decode, reader_backward, reader_forward, reader_memory
+from ..reader import ReaderConfig, greedy_decode, reader_backward, reader_forward
 from ..two_pass_reader import (TwoPassBatch, entity_flags, read_ctx, soft_flags, two_pass_backward,
-                               two_pass_decode, two_pass_first_hop, two_pass_forward, two_pass_memory)
+                               two_pass_decode, two_pass_first_hop, two_pass_forward)
 
-__all__ = ["reader_kind", "reader_inputs", "answer_nll", "answer_nll_mask_grad", "predict", "memory_of",
+__all__ = ["reader_kind", "reader_inputs", "answer_nll", "answer_nll_mask_grad", "predict",
            "one_doc_logprobs", "final_read_attention", "no_doc_batch"]
 
 
@@ -49,8 +49,8 @@ def reader_inputs(b: Dataset, cfg: ReaderConfig):
 
 def answer_nll(params, cfg: ReaderConfig, inputs, mask=None, *, memory=None):
     """(loss, cache): the batch mean answer NLL under the document mask; cache.nll (B,) per example.
-    memory: memory_of(params, cfg, inputs) (or its rows, one per example): the same result, bit for bit,
-    without recomputing the mask-independent states; the cache then serves the frozen backward only."""
+    memory: gumbel_reranking.reader_memory_of(params, cfg, inputs) (or its rows, one per example): the same
+    result, bit for bit, without recomputing the mask-independent states; the cache then serves the frozen backward only."""
     if isinstance(inputs, TwoPassBatch):
         return two_pass_forward(params, cfg, inputs, mask, memory1=memory)
     return reader_forward(params, cfg, inputs.ctx, inputs.ans_in, inputs.ans_out, mask, memory=memory)
@@ -63,16 +63,9 @@ def answer_nll_mask_grad(cache, inputs) -> np.ndarray:
     return reader_backward(1.0, cache, param_grads=False)[1]
 
 
-def memory_of(params, cfg: ReaderConfig, inputs):
-    """The reader's mask-independent states of ``inputs`` (read 1's for the two-pass reader): predict's and
-    answer_nll's ``memory`` when several masks are tried on the same examples."""
-    if isinstance(inputs, TwoPassBatch):
-        return two_pass_memory(params, cfg, inputs)
-    return reader_memory(params, cfg, inputs.ctx)
-
-
 def predict(params, cfg: ReaderConfig, inputs, mask=None, *, max_len=None, memory=None):
-    """Greedy answers (B, T') from the documents the mask keeps; memory: memory_of(params, cfg, inputs)."""
+    """Greedy answers (B, T') from the documents the mask keeps; memory: the reader's mask-independent states,
+    gumbel_reranking.reader_memory_of(params, cfg, inputs)."""
     if isinstance(inputs, TwoPassBatch):
         return two_pass_decode(params, cfg, inputs.ctx1, inputs.flags1, inputs.ctx2, inputs.hops, mask,
                                max_len=max_len, memory1=memory)

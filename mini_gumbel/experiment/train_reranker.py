@@ -37,7 +37,7 @@ from ..reranker import init_reranker, reranker_backward, reranker_forward
 from ..validate import check_bool, check_choice, check_seed
 from .configs import METHODS, RerankConfig
 from .evaluate import batches, evaluate_ranker
-from .readers import answer_nll, final_read_attention, memory_of, one_doc_logprobs, reader_inputs
+from .readers import answer_nll, final_read_attention, one_doc_logprobs, reader_inputs
 
 __all__ = ["RerankRun", "compute_teachers", "method_loss", "train_reranker"]
 
@@ -59,7 +59,7 @@ def _leave_one_out_nll(reader_params, reader_cfg, inputs, B: int, N: int):
     drop = 1.0 - np.eye(N)  # (N, N): row i keeps every document but i
     rep = type(inputs)._make(np.repeat(f, N, axis=0) for f in inputs)  # every example N times
     # the mask-independent states once per example, not once per dropped document (bit-identical)
-    memory = memory_of(reader_params, reader_cfg, inputs).take(np.repeat(np.arange(B), N))
+    memory = reader_memory_of(reader_params, reader_cfg, inputs).take(np.repeat(np.arange(B), N))
     _, cache = answer_nll(reader_params, reader_cfg, rep, np.tile(drop, (B, 1)).astype(reader_params["tok_emb"].dtype),
                           memory=memory)
     return np.asarray(cache.nll).reshape(B, N)  # (B, N)
