@@ -52,6 +52,7 @@ import numpy as np
 
 from .backend import get_xp, unbox
 from .gumbel import RELAXATIONS, gumbel_noise, relaxed_topk_backward, relaxed_topk_forward, topk_mask
+from .ops import logsumexp
 from .validate import check_array, check_bool, check_choice, check_int, check_real, check_scores, fail
 
 __all__ = ["MAX_PAIRS", "BASELINES", "subset_probabilities", "subset_log_prob_grads", "expected_value_forward",
@@ -132,12 +133,6 @@ class SubsetCache(NamedTuple):
     probs: Any = None  # (S,) P(S)
 
 
-def _logsumexp(x, xp, axis):
-    m = unbox(x).max(axis=axis, keepdims=True)  # a constant to the tracer: the result does not depend on it
-    m = np.where(np.isfinite(m), m, 0.0)
-    return xp.log(xp.sum(xp.exp(x - m), axis=axis)) + np.squeeze(m, axis=axis)
-
-
 def _forward(scores, k: int, kappa: float, real: np.ndarray):
     """log P(S) (S,) for every subset, written with xp so that autograd can trace it; and the cache."""
     xp = get_xp(scores)
@@ -167,7 +162,7 @@ def _forward(scores, k: int, kappa: float, real: np.ndarray):
     suffix = xp.stack(suffix[::-1], axis=-1)  # (S, P, k)
     logD = xp.logaddexp(xp.reshape(lse_c, (-1, 1, 1)), suffix) if k < real.size else suffix  # (S, P, k)
     logp_order = xp.sum(zs - logD, axis=-1)  # (S, P)
-    logp = _logsumexp(logp_order, xp, axis=1)  # (S,)
+    logp = logsumexp(logp_order, axis=1)  # (S,)
     if k == real.size:  # one subset, P = 1 exactly (its orderings' sum is 1 up to rounding); x - x keeps the graph
         logp = logp - logp  # (1,)
     z_cache = np.where(finite, unbox(z), -np.inf)  # (N,) -inf on padding again

@@ -47,7 +47,7 @@ import numpy as np
 from .backend import get_xp, unbox
 from .validate import (check_array, check_cache, check_choice, check_dloss, check_int, check_real, check_scores,
                        fail)
-from .ops import log_softmax_forward
+from .ops import log_softmax_forward, logsumexp
 
 __all__ = [
     "REDUCTIONS",
@@ -139,15 +139,6 @@ def _check_grad(fn: str, dscores, dloss, tau_s: float, xp):
     return dscores
 
 
-def _logsumexp(x, xp, axis: int):
-    """log Σ exp(x) along ``axis`` (keeps it), stable; every slice must hold a finite entry.
-
-    The shift is a constant (taken under any autograd box): the result does not depend on it.
-    """
-    m = xp.max(unbox(x), axis=axis, keepdims=True)  # (.., 1, ..) finite
-    return m + xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True))  # (.., 1, ..)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # supervised (labels: the upper bound)
 
@@ -208,7 +199,7 @@ def supervised_forward(scores, gold, *, tau_s: float = 1.0, form: str = "each"):
     lg = xp.where(use, logp, -xp.inf)  # (B, N)
     if not bool(xp.isfinite(unbox(lg)).any(axis=-1).all()):
         _overflow(fn, scores, tau_s, "every gold document's log-probability is below the float range")
-    lse = _logsumexp(lg, xp, axis=-1)  # (B, 1) log p(gold)
+    lse = logsumexp(lg, axis=-1, keepdims=True)  # (B, 1) log p(gold)
     loss = -xp.sum(row_weight * lse[:, 0])
     q = xp.where(gold, xp.exp(lg - lse), 0.0)  # (B, N)
     return loss, SupervisedCache(xp.exp(logp), q, row_weight, tau_s, n_rows, int((~has).sum()))
@@ -355,12 +346,12 @@ def emdr_forward(scores, token_logprobs, token_mask, *, tau_s: float = 0.01, per
     if not bool(ok.all()):
         _overflow(fn, scores, tau_s, "the answer's log-probability under every document is below the float range")
     if per == "token":
-        lse = _logsumexp(joint, xp, axis=1)  # (B, 1, T) log Σ_i p_R(i) p(a_t | ., d_i)
+        lse = logsumexp(joint, axis=1, keepdims=True)  # (B, 1, T) log Σ_i p_R(i) p(a_t | ., d_i)
         tw = tm.astype(dtype) / tm.sum(axis=-1, keepdims=True).astype(dtype)  # (B, T) 1/T_b on real tokens
         loss = -xp.sum(tw * lse[:, 0, :] / B)  # each term >= -finfo.max / B: the sum cannot overflow
         r = xp.sum(xp.exp(joint - lse) * tw[:, None, :], axis=-1)  # (B, N)
     else:
-        lse = _logsumexp(joint, xp, axis=-1)  # (B, 1)
+        lse = logsumexp(joint, axis=-1, keepdims=True)  # (B, 1)
         loss = -xp.sum(lse / B)
         r = xp.exp(joint - lse)  # (B, N)
     return loss, EMDRCache(xp.exp(log_pR), r, tau_s, per)

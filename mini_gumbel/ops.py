@@ -38,7 +38,7 @@ from .backend import get_xp, is_traced, unbox
 __all__ = [
     "embedding_forward", "embedding_backward", "linear_forward", "linear_backward",
     "layernorm_forward", "layernorm_backward", "gelu_forward", "gelu_backward",
-    "softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
+    "softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward", "logsumexp",
     "attention_forward", "attention_backward", "self_attention_forward", "self_attention_backward",
     "cross_kv_forward", "cross_kv_backward", "cross_attention_forward", "cross_attention_backward",
     "mlp_forward", "mlp_backward", "cross_entropy_forward", "cross_entropy_backward",
@@ -237,6 +237,18 @@ def gelu_backward(dout, cache):
 
 class SoftmaxCache(NamedTuple):
     y: object  # softmax(x)
+
+
+def logsumexp(x, axis: int = -1, *, keepdims: bool = False):
+    """log Σ exp(x) along ``axis``, stable. The shift by the slice's maximum is a constant (taken from the
+    unboxed values, so autograd sees none of it): the result does not depend on it. A slice with no finite
+    entry is shifted by 0 instead (all -inf gives -inf, not NaN). Its gradient is the softmax: callers
+    differentiate through it with autograd or write the softmax backward themselves."""
+    xp = get_xp(x)
+    m = xp.max(unbox(x), axis=axis, keepdims=True)  # (.., 1, ..)
+    m = xp.where(xp.isfinite(m), m, 0.0)
+    out = m + xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True))  # (.., 1, ..)
+    return out if keepdims else xp.squeeze(out, axis=axis)
 
 
 def softmax_forward(x):
