@@ -47,6 +47,7 @@ from ..atomic import atomic_open, atomic_write_json, atomic_write_text
 from ..data import make_dataset
 from ..estimators import (expected_value_and_grad, gradient_error_stats, reinforce_gradient_draws,
                           reinforce_moments, relaxed_gradient_draws, subset_probabilities)
+from ..hard_subsets import subset_nll
 from ..reranker import init_reranker, reranker_forward
 from ..two_pass_reader import TwoPassBatch
 from ..validate import check_bool, check_int, check_real, fail
@@ -111,14 +112,11 @@ def repeat_inputs(inputs: TwoPassBatch, n: int) -> TwoPassBatch:
     return TwoPassBatch(*(np.repeat(f, n, axis=0) for f in inputs))
 
 
-def subset_losses(params, cfg, inputs, subsets) -> np.ndarray:
-    """c_S (S,) float64: the reader's answer NLL of one example with the hard mask 1_S, for every row of
-    ``subsets`` (S, K), in one batched reader call (a 0/1 mask equals dropping the documents, docs/method.md §6.4)."""
-    N = inputs.ctx1.shape[1]
-    masks = (subsets[:, :, None] == np.arange(N)[None, None, :]).any(axis=1)  # (S, N) bool
-    _, cache = answer_nll(params, cfg, repeat_inputs(inputs, len(subsets)),
-                          masks.astype(params["tok_emb"].dtype))
-    return np.asarray(cache.nll, dtype=np.float64)  # (S,)
+def subset_losses(params, cfg, inputs, subsets, memory=None) -> np.ndarray:
+    """c_S (S,) float64: the reader's answer NLL of one example (a batch of 1) with the hard mask 1_S, for every
+    row of ``subsets`` (S, K), each read from its K documents only (hard_subsets.subset_nll: a 0/1 mask equals
+    dropping the documents, docs/method.md §6). memory: the example's reader_memory_of, or None."""
+    return subset_nll(params, cfg, inputs, subsets[None], memory=memory)[0]  # (S,)
 
 
 def mask_loss_fn(params, cfg, inputs):
