@@ -56,9 +56,11 @@ def test_end_to_end_gradient_reranker_params_through_mask_and_reader(tiny, relax
     assert rep.mutated_fd_rel_error > 3e-3
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in ("exact", "rloo")])
 def test_method_loss_gradient_matches_finite_differences(tiny, method):
-    """Every method's (loss, dscores) on a batch: dscores is the gradient of the loss that the step returns."""
+    """Every method's (loss, dscores) on a batch: dscores is the gradient of the loss that the step returns.
+    (exact: tests/test_objective.py, with its table; rloo returns REINFORCE's estimate of the gradient of the
+    expected loss, not the gradient of the sampled loss it reports: tests/test_objective.py checks it.)"""
     t = tiny
     cfg = RerankConfig(k=2, tau=0.7, kappa=1.5, tau_s=0.5, tau_g=0.5)
 

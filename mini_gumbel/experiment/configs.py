@@ -21,14 +21,23 @@ from ..reader import ReaderConfig
 from ..two_pass_reader import READ_PREFIX
 from ..validate import check_bool, check_choice, check_int, check_real, fail
 
-__all__ = ["MODES", "METHODS", "READERS", "FID_MODE_PROBS", "TUNED", "TrainReaderConfig", "RerankConfig",
+__all__ = ["MODES", "METHODS", "DEMO_METHODS", "OWN_FIELDS", "GUMBEL_ITERATIVE", "RLOO_SCORES", "READERS", "FID_MODE_PROBS", "TUNED", "TrainReaderConfig", "RerankConfig",
            "ExperimentConfig", "fid_train_config", "default_reader_config", "default_configs", "quick_configs",
            "config_hash"]
 
 # the document sets the reader is trained on (mini_gumbel.experiment.train_reader.document_masks)
 MODES = ("full", "subset", "gold_plus", "gold_only", "distractors", "gold_targets")
-# the ways to train the reranker (mini_gumbel.experiment.train_reranker)
-METHODS = ("gumbel", "supervised", "pdist", "emdr", "loop", "adist")
+# the ways to train the reranker (mini_gumbel.experiment.train_reranker.REGISTRY): Gumbel Reranking, the
+# objective it relaxes estimated exactly and by REINFORCE-LOO (mini_gumbel.objective), the labelled reference
+# and the four distillation baselines
+METHODS = ("gumbel", "exact", "rloo", "supervised", "pdist", "emdr", "loop", "adist")
+RLOO_SCORES = ("set", "ordering")
+# the demo's default methods: every one but exact, whose subset-loss table (1,008,000 reads of K documents for
+# the demo's 4000 training examples) takes longer than the rest of the demo; `--methods ... exact` adds it
+DEMO_METHODS = tuple(m for m in METHODS if m != "exact")
+# the RerankConfig fields that only one method reads: overriding them changes that method's row label only
+OWN_FIELDS = {"gumbel": ("tau", "kappa", "relaxation", "noise", "tau_schedule", "tau_start"),
+              "exact": ("objective_kappa",), "rloo": ("objective_kappa", "samples", "rloo_score")}
 # the readers: the two-pass ("decompose, then read twice") reader, the default, which can use a bridge
 # document; and the one-pass FiD reader, the control that cannot (docs/method.md §6.6)
 READERS = ("two_pass", "fid")
@@ -116,6 +125,11 @@ class RerankConfig:
     kappa: float = 6.88
     relaxation: str = "max"
     noise: bool = True
+    # the paper's objective V = E_S[L(1_S)] (exact, rloo): κ of the hard-set sampler softmax(κ w), and RLOO's
+    # m sets per example and score function. Chosen by `mini-gumbel sweep --method exact|rloo` (see TUNED).
+    objective_kappa: float = 1.36
+    samples: int = 16
+    rloo_score: str = "set"
     tau_schedule: str = "constant"  # "constant" or "linear": tau_start -> tau over the run
     tau_start: float = 1.0
     # distillation baselines (Atlas defaults, docs/method.md §8)
@@ -124,14 +138,17 @@ class RerankConfig:
     kl_reduction: str = "mean"
     emdr_per: str = "token"
     adist_mode: str = "atlas"
-    supervised_form: str = "each"  # every gold document pushed up (the upper bound); "any": multi-positive
+    supervised_form: str = "each"  # every gold document pushed up (not a ceiling: tuned LOOP and the exact
+    # objective match it here); "any": multi-positive
 
     def __post_init__(self):
         fn = "RerankConfig"
         check_int(fn, "steps", self.steps, lo=0)
         for name in ("batch_size", "k", "eval_every", "n_train", "dim"):
             check_int(fn, name, getattr(self, name), lo=1)
-        for name in ("lr", "tau", "kappa", "tau_start", "tau_s", "tau_g"):
+        check_int(fn, "samples", self.samples, lo=2)
+        check_choice(fn, "rloo_score", self.rloo_score, RLOO_SCORES)
+        for name in ("lr", "tau", "kappa", "tau_start", "tau_s", "tau_g", "objective_kappa"):
             check_real(fn, name, getattr(self, name), lo=0.0, lo_open=True)
         if self.clip_norm is not None:
             check_real(fn, "clip_norm", self.clip_norm, lo=0.0, lo_open=True)
@@ -163,6 +180,12 @@ TUNED: dict = {
     'loop': {'tau_g': 1.0, 'tau_s': 1.0},
     'adist': {'tau_g': 0.01, 'tau_s': 0.01},
 }
+
+
+# Gumbel Reranking with the relaxation that draws its K samples without replacement (so Σ M = K and it cannot
+# collapse onto one document as the paper's max can), at the values its own 12-point sweep chose
+# (`mini-gumbel sweep --method gumbel --relaxation iterative`, the same budget and rule).
+GUMBEL_ITERATIVE: dict = {"relaxation": "iterative", "tau": 0.3, "kappa": 6.88}
 
 
 class ExperimentConfig(NamedTuple):

@@ -23,7 +23,7 @@ import numpy as np
 from ..atomic import atomic_open, atomic_write_json, atomic_write_text
 from ..data import make_dataset
 from .cache import load_or_train_reader
-from .configs import METHODS, TUNED, config_hash, default_configs, quick_configs
+from .configs import DEMO_METHODS, GUMBEL_ITERATIVE, METHODS, OWN_FIELDS, TUNED, config_hash, default_configs, quick_configs
 from .evaluate import evaluate_ranker, format_em_table, format_table, mean_std
 from .train_reranker import compute_teachers, train_reranker
 
@@ -54,24 +54,45 @@ def _override_tag(name: str, value) -> str:
 
 
 def run_label(method: str, overrides: dict | None) -> str:
-    """A method's row label: the method, plus the Gumbel Reranking overrides (they change only its training),
-    e.g. "gumbel (relaxation=st)"; the shared --steps is in every row's configuration, not its label."""
-    own = {k: v for k, v in (overrides or {}).items() if k != "steps"} if method == "gumbel" else {}
+    """A method's row label: the method, plus the overrides of its own fields (configs.OWN_FIELDS: they change
+    only its training), e.g. "gumbel (relaxation=st)" or "rloo (samples=4)"; the shared --steps is in every
+    row's configuration, not its label."""
+    own = {k: v for k, v in (overrides or {}).items() if k in OWN_FIELDS.get(method, ())}
     if not own:
         return method
     return f"{method} (" + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                                      for k, v in sorted(own.items())) + ")"
 
 
-def run_demo(*, out: Path, seeds=(0,), methods=METHODS, quick=False, data_seed=0, resume=True,
-             rerank_overrides: dict | None = None, reader: str = "two_pass", tuned: bool = True, progress=True,
-             log=print) -> dict:
+def demo_variants(methods, rerank_cfg, overrides: dict | None = None, *, tuned: bool = True,
+                  atlas_defaults: bool = False) -> list:
+    """The table's rows as (label, method, RerankConfig), in table order.
+
+    Every method trains with the shared RerankConfig (the baselines at Atlas's defaults). With ``tuned`` each
+    baseline in TUNED gets the row "<method> (tuned)" with the values `mini-gumbel sweep --method` chose on the
+    dev split under the same budget and rule as everyone's, and its Atlas-default row only with
+    ``atlas_defaults``. Gumbel Reranking, unless its own fields are overridden, also gets the row
+    "gumbel (relaxation=iterative)" at the values its own sweep chose (configs.GUMBEL_ITERATIVE)."""
+    overrides = overrides or {}
+    out = []
+    for m in methods:
+        tuned_row = tuned and m in TUNED
+        if atlas_defaults or not tuned_row:
+            out.append((run_label(m, overrides), m, rerank_cfg))
+        if tuned_row:
+            out.append((f"{m} (tuned)", m, rerank_cfg.replace(**TUNED[m])))
+        if m == "gumbel" and not any(name in OWN_FIELDS["gumbel"] for name in overrides):
+            out.append(("gumbel (relaxation=iterative)", m, rerank_cfg.replace(**GUMBEL_ITERATIVE)))
+    return out
+
+
+def run_demo(*, out: Path, seeds=(0,), methods=DEMO_METHODS, quick=False, data_seed=0, resume=True,
+             rerank_overrides: dict | None = None, reader: str = "two_pass", tuned: bool = True,
+             atlas_defaults: bool = False, progress=True, log=print) -> dict:
     """Run the comparison and write the results; returns the results dict (also written to results.json).
 
-    Every method trains with the shared RerankConfig (the baselines at Atlas's defaults); with ``tuned`` each
-    baseline in TUNED also gets a row "<method> (tuned)" with the values `mini-gumbel sweep --method` chose
-    on the dev split under the same budget and rule as Gumbel Reranking's. A finished (method, seed) run is
-    reused from --out/runs when its configuration hash matches; an unreadable run file is recomputed.
+    The rows: demo_variants(methods, ...). A finished (row, seed) run is reused from --out/runs when its
+    configuration hash matches; an unreadable run file is recomputed.
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -99,10 +120,8 @@ def run_demo(*, out: Path, seeds=(0,), methods=METHODS, quick=False, data_seed=0
 
     base = {"data": repr(data_cfg), "reader": repr(reader_cfg), "reader_train": repr(train_cfg),
             "rerank": repr(rerank_cfg), "data_seed": data_seed}
-    # (row label, method, config); the Gumbel Reranking overrides are in its label
-    variants = [(run_label(m, rerank_overrides), m, rerank_cfg) for m in methods]
-    if tuned:
-        variants += [(f"{m} (tuned)", m, rerank_cfg.replace(**TUNED[m])) for m in methods if m in TUNED]
+    # (row label, method, config); a method's own overrides are in its label
+    variants = demo_variants(methods, rerank_cfg, rerank_overrides, tuned=tuned, atlas_defaults=atlas_defaults)
     runs = {}  # (label, seed) -> record
     untrained_at = {}  # (seed, dim, init) -> the untrained reranker's test metrics, computed once
     teachers = {}  # method -> its teacher (for gumbel: the reader memory), dropped after the method's last row
@@ -112,7 +131,8 @@ def run_demo(*, out: Path, seeds=(0,), methods=METHODS, quick=False, data_seed=0
             teachers.pop(variants[i - 1][1], None)  # frees e.g. the 246 MB reader memory of the Gumbel steps
         for seed in seeds:
             key = config_hash({**base, "rerank": repr(cfg), "method": method, "seed": seed})
-            path = out / "runs" / f"{method}{'-tuned' if label.endswith('(tuned)') else ''}-seed{seed}-{key[:8]}.json"
+            tag = "-tuned" if label.endswith("(tuned)") else ("-iterative" if "iterative" in label else "")
+            path = out / "runs" / f"{method}{tag}-seed{seed}-{key[:8]}.json"
             rec = _read_run(path, key, log) if resume else None
             if rec is not None:
                 runs[(label, seed)] = rec
