@@ -41,6 +41,10 @@ and estimators of g* from R noise draws (each returns per-draw gradients (R, N) 
     gradient_error_stats(draws, g_true)   relative bias, its noise floor, cosine, relative std and MSE per draw
 
 Padding: a ``-inf`` score is a padded candidate; it belongs to no subset and gets ``dscores = 0`` exactly.
+
+Devices: the enumeration is host work (float64 NumPy). Given CuPy arrays, every function copies them to the host
+once and returns its arrays on their device (``backend.on_host``); relaxed_gradient_draws runs on the scores'
+backend throughout, its relaxed top-K and ``loss_and_mask_grad`` included.
 """
 from __future__ import annotations
 
@@ -50,7 +54,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from .backend import get_xp, unbox
+from .backend import get_xp, on_host, unbox
 from .gumbel import RELAXATIONS, gumbel_noise, relaxed_topk_backward, relaxed_topk_forward, topk_mask
 from .ops import logsumexp
 from .validate import check_array, check_bool, check_choice, check_int, check_real, check_scores, fail
@@ -91,6 +95,7 @@ def _orderings(k: int) -> np.ndarray:
     return np.array(list(itertools.permutations(range(k))), dtype=np.int64).reshape(-1, k)
 
 
+@on_host
 def subset_index(subsets, masks) -> np.ndarray:
     """Row of ``subsets`` (S, k) for each 0/1 (or bool) mask in ``masks`` (R, N): (R,) int64.
 
@@ -207,6 +212,7 @@ def _dlogp(cache: SubsetCache) -> np.ndarray:
 # public: probabilities, log-probability gradients, the expected value and its gradient
 
 
+@on_host
 def subset_probabilities(scores, k, *, kappa=1.0):
     """(subsets (S, k) int64, probs (S,)): every k-subset of the real candidates and its exact probability of
     being the top-k of ``κ w + G`` (Gumbel-top-k: Plackett-Luce without replacement, summed over orderings).
@@ -219,6 +225,7 @@ def subset_probabilities(scores, k, *, kappa=1.0):
     return cache.subsets, np.exp(logp)
 
 
+@on_host
 def subset_log_prob_grads(scores, k, *, kappa=1.0):
     """(subsets (S, k), logp (S,), dlogp (S, N)): log P(S) and its gradient with respect to the scores, for
     every subset (the score function of REINFORCE). dlogp is 0 on padded candidates; each row sums to 0."""
@@ -227,6 +234,7 @@ def subset_log_prob_grads(scores, k, *, kappa=1.0):
     return cache.subsets, logp, kappa * _dlogp(cache)
 
 
+@on_host
 def expected_value_forward(scores, values, k, *, kappa=1.0):
     """(V, cache): V = Σ_S P(S; w) c_S with ``values`` c_S (S,) in the order of subset_probabilities.
 
@@ -242,6 +250,7 @@ def expected_value_forward(scores, values, k, *, kappa=1.0):
     return value, cache._replace(values=np.asarray(unbox(values), dtype=np.float64), probs=unbox(probs))
 
 
+@on_host
 def expected_value_backward(dvalue, cache):
     """(dscores (N,), dvalues (S,)) of V = Σ_S P_S c_S:  ∂V/∂w = κ Σ_S c_S P_S ∂log P_S/∂z,  ∂V/∂c_S = P_S."""
     fn = "expected_value_backward"
@@ -254,6 +263,7 @@ def expected_value_backward(dvalue, cache):
     return cache.kappa * dz, dvalue * cache.probs
 
 
+@on_host
 def expected_value_and_grad(scores, values, k, *, kappa=1.0):
     """(value, dscores): the exact E_S[c_S] under Gumbel-top-k of ``κ w + G`` and its gradient (N,) with
     respect to ``scores``; ``values`` (S,) in the order of ``subset_probabilities``. dscores is 0 on padding."""
@@ -297,19 +307,21 @@ def relaxed_gradient_draws(scores, k, loss_and_mask_grad: Callable, rng, *, draw
     kappa = check_real(fn, "kappa", kappa, lo=0.0, lo_open=True)
     noise = check_bool(fn, "noise", noise)
     R, N = (draws if noise else 1), raw.shape[0]
-    w = np.broadcast_to(raw, (R, N)).copy()  # (R, N)
+    xp = get_xp(raw)
+    w = xp.broadcast_to(raw, (R, N)).copy()  # (R, N)
     G = None
-    if noise:
-        G = gumbel_noise((R, k, N) if relaxation == "max" else (R, N), rng)  # (R, K, N) or (R, N)
+    if noise:  # drawn on the host (the same noise on every backend), put where the scores are
+        G = gumbel_noise((R, k, N) if relaxation == "max" else (R, N), rng, xp=xp)  # (R, K, N) or (R, N)
     M, cache = relaxed_topk_forward(w, G, k, tau=tau, kappa=kappa, relaxation=relaxation)  # (R, N)
     out = loss_and_mask_grad(M)
     if not (isinstance(out, tuple) and len(out) == 2):
         fail(fn, "loss_and_mask_grad(M)", out, "a pair (losses (R,), dmasks (R, N))", TypeError)
-    losses = check_array(fn, "losses", np.asarray(out[0], dtype=np.float64), shape=(R,), finite=True)
-    dM = check_array(fn, "dmasks", np.asarray(out[1], dtype=np.float64), shape=(R, N), finite=True)
+    losses = check_array(fn, "losses", xp.asarray(out[0], dtype=np.float64), shape=(R,), finite=True)
+    dM = check_array(fn, "dmasks", xp.asarray(out[1], dtype=np.float64), shape=(R, N), finite=True)
     return relaxed_topk_backward(dM, cache), losses
 
 
+@on_host
 def reinforce_gradient_draws(scores, k, values, rng, *, draws, kappa=1.0, baseline="none"):
     """(dscores (R, N), losses (R,)): the score-function estimator from R independent subset draws.
 
@@ -335,6 +347,7 @@ def reinforce_gradient_draws(scores, k, values, rng, *, draws, kappa=1.0, baseli
     return (cr - b)[:, None] * dlogp[idx], cr
 
 
+@on_host
 def reinforce_moments(scores, k, values, *, kappa=1.0, baseline="none"):
     """(mean (N,), cov (N, N)): the exact mean and covariance of one REINFORCE draw, by enumeration.
 
@@ -355,6 +368,7 @@ def reinforce_moments(scores, k, values, *, kappa=1.0, baseline="none"):
     return mean, cov
 
 
+@on_host
 def gradient_error_stats(draws, g_true, *, exact_cov=None) -> dict:
     """How far R per-draw gradient estimates (R, N) are from the exact g* (N,), as plain floats:
 
