@@ -685,8 +685,8 @@ class _BenchmarkResult:
         self.name, self.cpu_times, self.gpu_times = name, cpu_times, gpu_times
 
     def __repr__(self):
-        return (f"{self.name}: CPU {np.median(self.cpu_times) * 1e6:.1f} us, 'GPU' {np.median(self.gpu_times) * 1e6:.1f} "
-                "us (NumPy stand-in: no GPU was timed)")
+        cpu, gpu = np.median(self.cpu_times) * 1e6, np.median(self.gpu_times) * 1e6
+        return f"{self.name}: CPU {cpu:.1f} us, 'GPU' {gpu:.1f} us (NumPy stand-in: no GPU was timed)"
 
 
 def _benchmark(func, args=(), kwargs=None, *, n_repeat=10000, name=None, n_warmup=10, max_duration=np.inf,
