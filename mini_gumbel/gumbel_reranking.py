@@ -29,6 +29,7 @@ and ``memory=`` hands a batch's rows to the step, which then skips that work wit
 """
 from __future__ import annotations
 
+from .backend import get_xp
 from .gumbel import gumbel_noise, relaxed_topk_backward, relaxed_topk_forward, topk_mask
 from .reader import reader_backward, reader_forward, reader_memory
 from .reranker import reranker_backward, reranker_forward
@@ -56,7 +57,9 @@ def gumbel_reranking_loss(scores, batch, reader_params, reader_cfg, rng, *, k, t
     B, N = scores.shape
     k = min(k, N)
     # 1. Gumbel noise, drawn outside the differentiable code: K rows per example for "max", one otherwise
-    G = gumbel_noise((B, k, N) if relaxation == "max" else (B, N), rng, dtype=scores.dtype) if noise else None
+    # (drawn on the host, so every backend sees the same noise, then put where the scores are)
+    G = (gumbel_noise((B, k, N) if relaxation == "max" else (B, N), rng, xp=get_xp(scores), dtype=scores.dtype)
+         if noise else None)
     # 2. the relaxed top-K mask (B, N)
     M, topk_cache = relaxed_topk_forward(scores, G, k, tau=tau, kappa=kappa, relaxation=relaxation)
     # 3. the frozen reader reads every candidate, each document's attention weight scaled by its M, and
