@@ -37,6 +37,7 @@ def test_demo_writes_results_table_and_plot(demo_out, capsys):
     md = (demo_out / "results.md").read_text()
     assert md.count("\n| ") >= len(rows) and "gumbel" in md and "±" in md
     assert (demo_out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (demo_out / "methods.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_demo_resumes_finished_runs(demo_out, capsys):

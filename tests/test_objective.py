@@ -188,7 +188,7 @@ def test_train_reranker_runs_the_objective_methods_and_improves_V(world, method,
     monkeypatch.setenv("MINI_GUMBEL_CACHE", str(tmp_path))
     splits, _ = world
     params, rcfg = _reader("two_pass")
-    cfg = RerankConfig(steps=12, batch_size=8, eval_every=6, n_train=16, dim=8, k=K, lr=5e-2, objective_kappa=1.5,
+    cfg = RerankConfig(steps=12, batch_size=8, eval_every=6, n_train=16, dim=8, k=K, lr=5e-2, exact_kappa=1.5, rloo_kappa=1.5,
                        samples=4)
     run = train_reranker(method, params, rcfg, splits.train, splits.dev, cfg, seed=0, vocab_size=len(splits.vocab))
     assert [h["step"] for h in run.history] == [0, 6, 12]
@@ -206,7 +206,7 @@ def test_exact_method_loss_gradient_matches_finite_differences(world):
     """method_loss("exact", ...) with a batch's table rows: dscores is the gradient of the loss it returns."""
     _, b = world
     table = np.random.default_rng(1).uniform(0, 2, size=(len(b), math.comb(DATA.n_candidates, K)))
-    cfg = RerankConfig(k=K, objective_kappa=0.8)
+    cfg = RerankConfig(k=K, exact_kappa=0.8)
     scores = np.random.default_rng(2).standard_normal((len(b), DATA.n_candidates))
     check_grads(lambda inp: method_loss("exact", inp["s"], b, None, cfg, table=table),
                 lambda d, ds: {"s": d * ds}, {"s": scores}, rng=np.random.default_rng(3), use_autograd=False)

@@ -180,9 +180,12 @@ def demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--relaxation", choices=("max", "iterative", "st"), default=argparse.SUPPRESS,
                    help="relaxed top-K operator for Gumbel Reranking (default: the paper's 'max')")
     p.add_argument("--no-noise", action="store_true", help="Gumbel Reranking without Gumbel noise (ablation)")
-    p.add_argument("--objective-kappa", type=positive_float, default=argparse.SUPPRESS,
-                   help=f"κ of the hard-set sampler softmax(κ w) of exact and rloo (default: {d.objective_kappa}, "
-                   "chosen by `mini-gumbel sweep --method rloo`)")
+    p.add_argument("--exact-kappa", type=positive_float, default=argparse.SUPPRESS,
+                   help=f"exact: κ of the hard-set sampler softmax(κ w) (default: {d.exact_kappa}, chosen by "
+                   "`mini-gumbel sweep --method exact`)")
+    p.add_argument("--rloo-kappa", type=positive_float, default=argparse.SUPPRESS,
+                   help=f"rloo: κ of the hard-set sampler softmax(κ w) (default: {d.rloo_kappa}, chosen by "
+                   "`mini-gumbel sweep --method rloo`)")
     p.add_argument("--samples", type=positive_int, default=argparse.SUPPRESS,
                    help=f"rloo: hard sets sampled per example and step, at least 2 (default: {d.samples})")
     p.add_argument("--reader", choices=READERS, default="two_pass",
@@ -197,7 +200,8 @@ def demo_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def demo_run(args, parser) -> int:
-    over = {name: getattr(args, name) for name in ("steps", "tau", "kappa", "relaxation", "objective_kappa", "samples")
+    over = {name: getattr(args, name) for name in ("steps", "tau", "kappa", "relaxation", "exact_kappa", "rloo_kappa",
+                                                "samples")
             if hasattr(args, name)}
     if args.no_noise:
         over["noise"] = False

@@ -2,11 +2,13 @@
 
 1. build the data (deterministic from --data-seed);
 2. train the FiD reader, or reuse the checkpoint cached under its config;
-3. train the same bilinear reranker with Gumbel Reranking and every baseline (same steps, same seeds);
+3. train the same bilinear reranker with Gumbel Reranking, the objective it relaxes (rloo; exact on request)
+   and every baseline (same steps, same seeds);
 4. evaluate hard top-K on the test split: ranking metrics overall and on indirectly relevant documents,
    and the reader's EM/F1 from the top-K documents;
 5. print one table (a row per method, plus the untrained reranker and an oracle given the gold documents),
-   and write results.json, results.md and curves.png into --out.
+   and write results.json, results.md, curves.png (dev learning curves) and methods.png (the table as bars)
+   into --out.
 
 Every finished (method, seed) run is saved atomically under --out/runs/ with a hash of its configuration (configs.config_hash),
 so an interrupted demo resumes where it stopped (pass --no-resume to start over).
@@ -27,7 +29,7 @@ from .configs import DEMO_METHODS, GUMBEL_ITERATIVE, METHODS, OWN_FIELDS, TUNED,
 from .evaluate import evaluate_ranker, format_em_table, format_table, mean_std
 from .train_reranker import compute_teachers, train_reranker
 
-__all__ = ["run_demo", "plot_curves", "progress_bar"]
+__all__ = ["run_demo", "demo_variants", "plot_curves", "plot_methods", "progress_bar"]
 
 
 def progress_bar():
@@ -187,9 +189,11 @@ def run_demo(*, out: Path, seeds=(0,), methods=DEMO_METHODS, quick=False, data_s
     written = [out / "results.json", out / "results.md"]
     try:
         plot_curves(results["curves"], k, out / "curves.png", seeds=seeds, quick=quick)
-        written.append(out / "curves.png")
+        plot_methods(summary, k, out / "methods.png", seeds=seeds, reader=reader, quick=quick)
+        written += [out / "curves.png", out / "methods.png"]
     except ImportError:
-        log('\nnote: matplotlib is not installed, so there is no curves.png (pip install -e ".[demo]" adds it)')
+        log('\nnote: matplotlib is not installed, so there is no curves.png or methods.png (pip install -e ".[demo]" '
+            'adds it)')
     log(f"\nwrote {', '.join(map(str, written))}  ({results['seconds']:.0f} s)")
     return results
 
@@ -225,6 +229,42 @@ def plot_curves(curves: dict, k: int, path: Path, *, seeds=(0,), quick: bool = F
     spread = f"mean over reranker seeds {list(seeds)}" if len(seeds) > 1 else f"reranker seed {seeds[0]}"
     fig.suptitle(f"Dev split, {spread}; hard top-{k} of the reranker's scores"
                  + ("; --quick smoke test: the numbers mean nothing" if quick else ""), fontsize=9)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
+PLOTTED = (("recall@{k}", "Recall@{k}"), ("all_gold@{k}", "all-gold@{k}"), ("indirect_recall@{k}", "indirect Recall@{k}"),
+           ("em_two_hop", "two-hop EM"))
+
+
+def plot_methods(summary: dict, k: int, path: Path, *, seeds=(0,), reader: str = "two_pass",
+                 quick: bool = False) -> None:
+    """The table as one picture: a group of bars per row (untrained, each method, the oracle), one bar per metric
+    of PLOTTED (test split, %), with the spread over seeds as error bars. ImportError without matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(summary)
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.75 * len(rows) + 2), 4.2), constrained_layout=True)
+    width = 0.8 / len(PLOTTED)
+    for j, (key, title) in enumerate(PLOTTED):
+        key = key.format(k=k)
+        mean = [100 * (summary[r][key]["mean"] or 0.0) for r in rows]
+        std = [100 * (summary[r][key]["std"] or 0.0) for r in rows]
+        ax.bar(np.arange(len(rows)) + (j - (len(PLOTTED) - 1) / 2) * width, mean, width,
+               yerr=std if len(seeds) > 1 else None, capsize=2, label=title.format(k=k))
+    ax.set_xticks(np.arange(len(rows)))
+    ax.set_xticklabels([r.replace(" (", "\n(") for r in rows], fontsize=7.5)
+    ax.set_ylabel("test split, %")
+    ax.set_ylim(0, 105)
+    ax.grid(axis="y", alpha=0.3)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=len(PLOTTED), fontsize=8)
+    spread = f"mean ± std over reranker seeds {list(seeds)}" if len(seeds) > 1 else f"reranker seed {seeds[0]}"
+    ax.set_title(f"hard top-{k} of each reranker, the {reader.replace('_', '-')} reader; {spread}"
+                 + ("; --quick: the numbers mean nothing" if quick else ""), fontsize=9)
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110)
     plt.close(fig)

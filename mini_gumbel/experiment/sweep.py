@@ -45,9 +45,9 @@ def grid(method: str, w_std: float, taus=TAUS, kappa_stds=KAPPA_STDS, objective_
     if method == "gumbel":
         return [dict(tau=t, kappa=c / w_std) for t in taus for c in kappa_stds]
     if method == "exact":
-        return [dict(objective_kappa=c / w_std) for c in objective_kappa_stds]
+        return [dict(exact_kappa=c / w_std) for c in objective_kappa_stds]
     if method == "rloo":
-        return [dict(objective_kappa=c / w_std, samples=m) for c in objective_kappa_stds for m in samples]
+        return [dict(rloo_kappa=c / w_std, samples=m) for c in objective_kappa_stds for m in samples]
     if method in ("pdist", "loop", "adist"):
         return [dict(tau_s=a, tau_g=b) for a in TEACHER_TAUS for b in TEACHER_TAUS]
     if method == "emdr":
@@ -95,8 +95,9 @@ def run_sweep(*, out: Path, method: str = "gumbel", quick=False, seed=0, data_se
         row = {**over, f"dev_recall@{k}": dev[f"recall@{k}"], f"dev_indirect_recall@{k}": dev[f"indirect_recall@{k}"]}
         if method == "gumbel":
             row["kappa_std"] = round(over["kappa"] * w_std, 6)
-        if "objective_kappa" in over:
-            row["kappa_std"] = round(over["objective_kappa"] * w_std, 6)
+        for name in ("exact_kappa", "rloo_kappa"):
+            if name in over:
+                row["kappa_std"] = round(over[name] * w_std, 6)
         row["seconds"] = round(time.perf_counter() - t, 1)
         rows.append(row)
         log(f"{method} {_point(row)}: dev Recall@{k} {dev[f'recall@{k}']:.3f}  "
@@ -126,7 +127,8 @@ def run_sweep(*, out: Path, method: str = "gumbel", quick=False, seed=0, data_se
 def _point(row: dict) -> str:
     if "kappa" in row:
         return f"τ={row['tau']:g} κ={row['kappa']:.3f} (κ·std(w)={row['kappa_std']:g})"
-    if "objective_kappa" in row:
-        m = f" m={row['samples']}" if "samples" in row else ""
-        return f"κ={row['objective_kappa']:.3f} (κ·std(w)={row['kappa_std']:g}){m}"
+    for name in ("exact_kappa", "rloo_kappa"):
+        if name in row:
+            m = f" m={row['samples']}" if "samples" in row else ""
+            return f"κ={row[name]:.3f} (κ·std(w)={row['kappa_std']:g}){m}"
     return " ".join(f"{key}={row[key]}" for key in ("tau_s", "tau_g", "emdr_per") if key in row)

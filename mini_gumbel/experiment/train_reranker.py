@@ -151,12 +151,12 @@ def _gumbel_loss(scores, x: StepInputs, cfg: RerankConfig):
 
 
 def _exact_loss(scores, x: StepInputs, cfg: RerankConfig):
-    return exact_objective_loss(scores, x.pre["table"], k=cfg.k, kappa=cfg.objective_kappa)
+    return exact_objective_loss(scores, x.pre["table"], k=cfg.k, kappa=cfg.exact_kappa)
 
 
 def _rloo_loss(scores, x: StepInputs, cfg: RerankConfig):
     return rloo_objective_loss(scores, reader_inputs(x.batch, x.reader_cfg), x.reader_params, x.reader_cfg, x.rng,
-                               k=cfg.k, kappa=cfg.objective_kappa, samples=cfg.samples, memory=x.pre.get("memory"),
+                               k=cfg.k, kappa=cfg.rloo_kappa, samples=cfg.samples, memory=x.pre.get("memory"),
                                score=cfg.rloo_score)
 
 
@@ -252,12 +252,14 @@ def initial_reranker(seed: int, vocab_size: int, cfg: RerankConfig, *, dtype=np.
 
 def train_reranker(method: str, reader_params, reader_cfg, train, dev, cfg: RerankConfig, *, seed: int,
                    vocab_size: int, teachers: dict | None = None, progress: Callable | None = None,
-                   dtype=np.float64, reuse_memory: bool = True) -> RerankRun:
+                   dtype=np.float64, reuse_memory: bool = True, on_eval: Callable | None = None) -> RerankRun:
     """Train a fresh reranker with ``method``. Same seed -> same init, batches and noise for every method.
 
     teachers: compute_teachers(method, ...) on the first n_train examples (computed here when None).
     reuse_memory=False (gumbel, rloo): run the whole reader every step instead of reusing its mask-independent
-    states; the results are the same, bit for bit (tested), only slower."""
+    states; the results are the same, bit for bit (tested), only slower.
+    on_eval(step, params): called at step 0 and at every evaluation step with the reranker of that step (e.g. to
+    measure its gradient against the exact one along a run); it must not change ``params``."""
     check_choice("train_reranker", "method", method, METHODS)
     init_seed, batch_seed, noise_seed = _seeds(check_seed("train_reranker", seed))
     params = init_reranker(vocab_size, cfg.dim, init_seed, dtype=dtype, init=cfg.init)
@@ -274,6 +276,8 @@ def train_reranker(method: str, reader_params, reader_cfg, train, dev, cfg: Rera
     batch_rng, noise_rng = np.random.default_rng(int(batch_seed)), np.random.default_rng(int(noise_seed))
     order = batch_rng.permutation(n)
     history = [{"step": 0, "loss": None, "dev": evaluate_ranker(params, dev, cfg.k)}]
+    if on_eval is not None:
+        on_eval(0, params)
     steps = range(1, cfg.steps + 1)
     bar = progress(steps, desc=f"train {method}", leave=False) if progress else steps
     pos = 0
@@ -291,6 +295,8 @@ def train_reranker(method: str, reader_params, reader_cfg, train, dev, cfg: Rera
         params, state, _ = adam_step(params, grads, state, lr=cfg.lr, clip_norm=cfg.clip_norm)
         if step % cfg.eval_every == 0 or step == cfg.steps:
             history.append({"step": step, "loss": float(loss), "dev": evaluate_ranker(params, dev, cfg.k)})
+            if on_eval is not None:
+                on_eval(step, params)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{float(loss):.3f}", dev_recall=f"{history[-1]['dev'][f'recall@{cfg.k}']:.3f}")
     return RerankRun(method, params, history, init_params)
