@@ -29,7 +29,8 @@ shift-invariant and fast:
   scattered (no ``np.add.at``, no duplicate-index assignment, nothing written in place: the NumPy ∩ CuPy
   subset, and autograd can trace the forward). The backward reads the same transitions the other way round
   through inverse indices (``out_of``, ``by_item``): every transition (T, l ∉ T) is read once per pass. The
-  index structures depend on (N, K) only and are built once (``functools.lru_cache``).
+  index structures depend on (N, K) only and are built once (``functools.lru_cache``), and copied once to each
+  device that asks for them.
 
 Cost: the DP has ``Σ_{j<K} C(N, j) (N - j)`` transitions (one per set and next item), each read once by the
 forward and once by the backward; summing over orderings has ``C(N, K) · K!`` terms of K factors each. For
@@ -74,6 +75,13 @@ gradient study indexes its subset-loss tables. A (B, N) batch's subsets are ``su
 a subset holding a padded candidate has probability exactly 0, and a padded candidate gets dscores exactly 0.
 Every row needs at least K real candidates.
 
+On a device (CuPy arrays in, CuPy arrays out). Everything but two functions runs there: the DP's index
+structures are copied to each device once (then cached, like the host ones), a (N,) row's real candidates are
+found without a data-dependent shape, and validation is a fixed number of bool()/int() syncs at the boundary
+whatever B and N. The Gumbel noise of the samplers is drawn on the host from the Generator and copied once per
+call (the same draws on every backend). ``subset_index`` and ``gradient_error_stats`` are host analysis
+(``backend.on_host``: device arguments copied to the host once each, arrays back).
+
 ``_log_probs_by_orderings`` keeps the sum over the K! orderings of every subset: the tests' independent
 oracle and the bench's per-example path (tools/bench_estimators.py).
 """
@@ -87,7 +95,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from .backend import get_xp, unbox
+from .backend import get_xp, is_cupy, on_host, unbox
 from .gumbel import RELAXATIONS, gumbel_noise, relaxed_topk_backward, relaxed_topk_forward
 from .ops import logsumexp
 from .validate import (check_array, check_bool, check_cache, check_choice, check_dloss, check_int, check_real,
@@ -138,28 +146,41 @@ def _check_score_rows(fn: str, scores):
 def _check_rows(fn: str, scores, k, kappa, *, limit: bool = True, jacobian: bool = False, spread: bool = True):
     """(raw scores, k, kappa, n): scores (N,) or (B, N), k, kappa > 0 with κ·(each row's spread) finite (unless
     ``spread=False``: the relaxations scale their keys themselves); n is the number of candidates the subsets
-    range over (a row's real ones for (N,), N for a batch)."""
+    range over (a row's real ones for (N,), N for a batch).
+
+    On device arrays this is a fixed number of synchronisations whatever B and N (check_scores' two bool(), one
+    int() of the fewest real candidates of a row, which is also a (N,) row's n, and one bool() of the spread)."""
     _check_k(fn, k)
     raw = _check_score_rows(fn, scores)
-    raw, k = check_scores(fn, scores, k)
-    kappa = check_real(fn, "kappa", kappa, lo=0.0, lo_open=True)
+    N = raw.shape[-1]
+    if not 1 <= int(k) <= N:  # check_scores(fn, scores, k)'s checks, without its NaN and +inf checks again
+        fail(fn, "k", k, f"an int with 1 <= k <= N={N} (the size of the last axis)")
+    k = int(k)
     xp = get_xp(raw)
     fin = xp.isfinite(raw)  # (..., N)
-    n = int(xp.sum(fin)) if raw.ndim == 1 else raw.shape[-1]
+    n_finite = int(xp.min(xp.sum(fin, axis=-1)))  # the fewest real candidates of a row (a (N,) row's own count)
+    if n_finite < k:
+        fail(fn, "scores", scores, f"at least k={k} finite (non-padded) candidates in every row (a row has "
+             f"{n_finite})")
+    kappa = check_real(fn, "kappa", kappa, lo=0.0, lo_open=True)
+    n = n_finite if raw.ndim == 1 else N
     if limit:
         _check_size(fn, n, k)
         if jacobian:
             _check_size(fn, n, k, jacobian=True)
     if not spread:
         return raw, k, kappa, n
+    big = float(np.finfo(raw.dtype).max)
     with np.errstate(over="ignore", invalid="ignore"):
         hi = xp.max(xp.where(fin, raw, -xp.inf), axis=-1).astype(np.float64)  # (...,) finite: >= k real per row
         lo = xp.min(xp.where(fin, raw, xp.inf), axis=-1).astype(np.float64)  # (...,)
-        width = float(xp.max(hi - lo))
-    big = float(np.finfo(raw.dtype).max)
-    if not width <= big:
-        fail(fn, "scores", scores, "rows whose max - min is finite (the scores are centred on each row's maximum)")
-    if kappa * width > big:
+        width = xp.max(hi - lo)  # () on the scores' device
+        fits = bool((width <= big) & (kappa * width <= big))  # one synchronisation for both checks
+    if not fits:  # the error path: read the spread for the message
+        width = float(width)
+        if not width <= big:
+            fail(fn, "scores", scores, "rows whose max - min is finite (the scores are centred on each row's "
+                 "maximum)")
         fail(fn, "kappa", kappa, f"kappa * (max - min of a row's scores) <= {big:.4g} (the row's spread is "
              f"{width:.4g}: the differences of κ·w overflow)")
     return raw, k, kappa, n
@@ -173,6 +194,20 @@ def _check_grad(fn: str, d, kappa: float):
         fail(fn, "kappa", kappa, f"a gradient that fits {d.dtype}: κ ∂/∂z (times the upstream gradient) "
              "overflows at this kappa")
     return d
+
+
+def _other_backend(a, raw) -> bool:
+    """True when ``a`` (or an array of the tuple ``a``, a callback's result) is a NumPy array beside device scores
+    ``raw`` or a device array beside NumPy ones. Lists and numbers are left to the conversion that follows."""
+    parts = [unbox(x) for x in (a if isinstance(a, tuple) else (a,))]
+    return any(is_cupy(x) != is_cupy(raw) for x in parts if isinstance(x, np.ndarray) or is_cupy(x))
+
+
+def _check_backend(fn: str, name: str, a, raw):
+    """A TypeError for an argument on the other backend than the scores (_other_backend): never a hidden copy."""
+    if _other_backend(a, raw):
+        where = "the device" if is_cupy(raw) else "NumPy"
+        fail(fn, name, a, f"arrays where the scores are ({where}; move them with backend.asarray_on)", TypeError)
 
 
 def _check_rng(fn: str, rng):
@@ -191,7 +226,7 @@ def _check_draws(fn: str, name: str, ix, raw, *, k: int | None = None):
         fail(fn, f"{name}.shape", tuple(a.shape), "(..., m, k) with m >= 1 draws of k >= 1 candidates")
     xp = get_xp(a)
     N = raw.shape[-1]
-    if bool(xp.any(a < 0)) or bool(xp.any(a >= N)):
+    if bool(xp.any((a < 0) | (a >= N))):  # one synchronisation for both ends
         fail(fn, name, ix, f"candidate indices in [0, N={N})")
     s = xp.sort(a, axis=-1)  # (..., m, k)
     if bool(xp.any(s[..., 1:] == s[..., :-1])):
@@ -230,6 +265,7 @@ class _Plan(NamedTuple):
     member: tuple  # [j] (S_j, N) bool: l ∈ T
     slot: tuple  # [j] (S_j, N) the position of l within T (0 where l ∉ T)
     levels: tuple  # [j] _Level, j = 0..K-1
+    comb: np.ndarray  # (n+1, k+2) C(a, b), what _rank reads (_draw_rank ranks sampled subsets with it)
 
 
 def _combinations(n: int, j: int) -> np.ndarray:
@@ -241,7 +277,7 @@ def _rank(sets: np.ndarray, n: int, comb: np.ndarray) -> np.ndarray:
     """Lexicographic row of each ascending j-set (..., j) among the j-subsets of range(n):
     C(n, j) - 1 - Σ_t C(n - 1 - c_t, j - t)  (the combinatorial number system, counted from the end)."""
     j = sets.shape[-1]
-    return comb[n, j] - 1 - comb[n - 1 - sets, j - np.arange(j)].sum(axis=-1)  # (...,)
+    return comb[n, j] - 1 - comb[n - 1 - sets, j - get_xp(sets).arange(j)].sum(axis=-1)  # (...,) on sets' device
 
 
 def _readonly(*arrays):
@@ -278,22 +314,26 @@ def _plan(n: int, k: int) -> _Plan:
         T = base[None] + (base[None] >= items)  # (n, C(n-1, j), j) the sets not holding l
         by_item = _rank(T, n, comb) * (n - j) + (items[:, :, 0] - (T < items).sum(axis=-1))  # (n, C(n-1, j))
         levels.append(_Level(*_readonly(comp, into, pred, out_of, by_item)))
-    return _Plan(n, k, _readonly(*sets), _readonly(*member), _readonly(*slot), tuple(levels))
+    return _Plan(n, k, _readonly(*sets), _readonly(*member), _readonly(*slot), tuple(levels), comb)
 
 
-def _plan_on(xp, n: int, k: int) -> _Plan:
-    """The plan for the arrays' backend: NumPy's own (NumPy, autograd), or one copy per CuPy device, made once."""
-    if getattr(xp, "__name__", "") != "cupy":
+def _plan_on(like, n: int, k: int) -> _Plan:
+    """The plan where the array ``like`` lives: NumPy's own (NumPy, autograd), or the copy on its CuPy device,
+    made once per (N, K, device): a DP call on the device copies no index to it."""
+    if not is_cupy(like):
         return _plan(n, k)
-    return _device_plan(xp, n, k, int(xp.cuda.Device().id))
+    return _device_plan(get_xp(like), n, k, like.device.id)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=32)
 def _device_plan(xp, n: int, k: int, device: int) -> _Plan:
+    """_plan(n, k) copied to the device, once (the only host->device copy of the DP's indices). CuPy arrays have
+    no read-only flag: every use of these is a read (a gather or a copy), never a write."""
     p = _plan(n, k)
-    to = xp.asarray
-    return _Plan(n, k, tuple(map(to, p.sets)), tuple(map(to, p.member)), tuple(map(to, p.slot)),
-                 tuple(_Level(*map(to, lv)) for lv in p.levels))
+    with xp.cuda.Device(device):
+        to = xp.asarray
+        return _Plan(n, k, tuple(map(to, p.sets)), tuple(map(to, p.member)), tuple(map(to, p.slot)),
+                     tuple(_Level(*map(to, lv)) for lv in p.levels), to(p.comb))
 
 
 def subsets_of(n, k) -> np.ndarray:
@@ -327,15 +367,16 @@ class SubsetCache(NamedTuple):
     subsets: Any  # (S, k) in the scores' indices
 
 
-def _rows(scores, raw):
-    """(B, n) rows for the DP and the real candidates of a padded (N,) row (None when none are dropped)."""
+def _rows(scores, raw, n: int):
+    """(B, n) rows for the DP and the real candidates of a padded (N,) row (None when none are dropped); n: the
+    row's number of real candidates (_check_rows), so that no shape here depends on the data."""
     xp, xb = get_xp(scores), get_xp(raw)
-    if raw.ndim == 2:
-        return scores, None
-    fin = xb.isfinite(raw)  # (N,)
-    if bool(fin.all()):
-        return xp.reshape(scores, (1, -1)), None
-    real = xb.nonzero(fin)[0]  # (n,)
+    N = raw.shape[-1]
+    if raw.ndim == 2 or n == N:
+        return (scores if raw.ndim == 2 else xp.reshape(scores, (1, -1))), None
+    at = xb.arange(N)  # (N,)
+    # the real candidates in ascending order: padded ones sort after every real one (distinct keys: any sort)
+    real = xb.argsort(xb.where(xb.isfinite(raw), at, at + N))[:n]  # (n,)
     return xp.reshape(scores[real], (1, -1)), real
 
 
@@ -345,16 +386,16 @@ def _centred(w, kappa: float):
     return kappa * (w - xp.max(unbox(w), axis=-1, keepdims=True))  # (B, n), <= 0, -inf on padding
 
 
-def _subset_log_probs(scores, raw, k: int, kappa: float):
+def _subset_log_probs(scores, raw, k: int, kappa: float, n: int):
     """log P(S) (B, S) for every subset by the DP, written with xp so that autograd can trace it; and the cache.
 
     Inside, the batch is the *last* axis: a gather then moves whole contiguous rows of B numbers (2-5x faster
-    per gather than batch-first at B = 32, N = 20; about 10% of the whole gradient)."""
+    per gather than batch-first at B = 32, N = 20; about 10% of the whole gradient). n: as _check_rows returns it."""
     xp = get_xp(scores)
-    w, real = _rows(scores, raw)  # (B, n)
+    w, real = _rows(scores, raw, n)  # (B, n)
     z = xp.transpose(_centred(w, kappa))  # (n, B)
     n, B = unbox(z).shape
-    plan = _plan_on(get_xp(unbox(z)), n, k)
+    plan = _plan_on(unbox(z), n, k)
     logf = [xp.zeros((1, B), dtype=unbox(z).dtype)]  # f(∅) = 1
     logD, terms = [], []
     # log 0 = -inf: a set holding a padded candidate has f = 0; a sum of logs below -1.8e308 rounds to -inf,
@@ -394,7 +435,7 @@ def _subset_log_probs_grad(dlogp, cache: SubsetCache):
     xp = get_xp(dlogp)
     z = cache.z  # (n, B)
     n, B = z.shape
-    plan = _plan_on(xp, n, cache.k)
+    plan = _plan_on(z, n, cache.k)
     g = xp.transpose(dlogp)  # (S, B)
     g = g - xp.exp(cache.logp) * xp.sum(g, axis=0, keepdims=True)  # (S, B)
     dz = xp.zeros_like(z)  # (n, B)
@@ -429,7 +470,7 @@ def _log_prob_jacobian(cache: SubsetCache):
     xp = get_xp(cache.z)
     z = cache.z  # (n, B)
     n, B = z.shape
-    plan = _plan_on(xp, n, cache.k)
+    plan = _plan_on(z, n, cache.k)
     J = xp.zeros((1, n, B), dtype=z.dtype)  # (1, n, B) log f(∅) = 0
     for j, lv in enumerate(plan.levels):
         outside = xp.where(plan.member[j][:, :, None], -xp.inf, z[None])  # (S_j, n, B) -inf on T's items
@@ -459,8 +500,8 @@ def subset_log_probs_forward(scores, k, *, kappa=1.0):
     scores (N,): logp (S,) over the subsets of its real candidates (``cache.subsets``); (B, N): logp (B, S) over
     ``subsets_of(N, k)``, -inf for a subset holding a padded candidate. Shift-invariant per row; written with
     xp so that autograd can trace it."""
-    raw, k, kappa, _ = _check_rows("subset_log_probs_forward", scores, k, kappa)
-    logp, cache = _subset_log_probs(scores, raw, k, kappa)
+    raw, k, kappa, n = _check_rows("subset_log_probs_forward", scores, k, kappa)
+    logp, cache = _subset_log_probs(scores, raw, k, kappa, n)
     return (logp[0] if cache.squeeze else logp), cache
 
 
@@ -481,9 +522,9 @@ def subset_probabilities(scores, k, *, kappa=1.0):
     (N,): probs (S,) over the subsets of the real candidates, rows ascending in lexicographic order
     (``itertools.combinations`` of the real candidates), computed in float64. (B, N): probs (B, S) over
     ``subsets_of(N, k)``, exactly 0 for a subset with a padded candidate. Each row of probs sums to 1."""
-    raw, k, kappa, _ = _check_rows("subset_probabilities", scores, k, kappa)
+    raw, k, kappa, n = _check_rows("subset_probabilities", scores, k, kappa)
     raw = raw.astype(np.float64)
-    logp, cache = _subset_log_probs(raw, raw, k, kappa)
+    logp, cache = _subset_log_probs(raw, raw, k, kappa, n)
     xp = get_xp(raw)
     return xp.array(cache.subsets), xp.exp(logp[0] if cache.squeeze else logp)  # a copy: the plan's is cached
 
@@ -492,9 +533,9 @@ def subset_log_prob_grads(scores, k, *, kappa=1.0):
     """(subsets (S, k), logp, dlogp): log P(S) and its gradient with respect to the scores for every subset (the
     score function of REINFORCE), in float64. (N,): logp (S,), dlogp (S, N); (B, N): (B, S) and (B, S, N).
     dlogp is 0 on padded candidates; each of its rows sums to 0. C(N, k)·k·N <= MAX_JACOBIAN_TERMS."""
-    raw, k, kappa, _ = _check_rows("subset_log_prob_grads", scores, k, kappa, jacobian=True)
+    raw, k, kappa, n = _check_rows("subset_log_prob_grads", scores, k, kappa, jacobian=True)
     raw = raw.astype(np.float64)
-    logp, cache = _subset_log_probs(raw, raw, k, kappa)
+    logp, cache = _subset_log_probs(raw, raw, k, kappa, n)
     subsets = get_xp(raw).array(cache.subsets)  # (S, k) a copy: the plan's is cached
     return subsets, (logp[0] if cache.squeeze else logp), _check_grad("subset_log_prob_grads",
                                                                       _log_prob_jacobian(cache), kappa)
@@ -519,7 +560,7 @@ def _expected_value_forward(fn, scores, values, k, kappa):
     raw, k, kappa, n = _check_rows(fn, scores, k, kappa)
     S = math.comb(n, k)
     vals = check_array(fn, "values", values, shape=(S,) if raw.ndim == 1 else (raw.shape[0], S), finite=True)
-    logp, cache = _subset_log_probs(scores, raw, k, kappa)  # (B, S)
+    logp, cache = _subset_log_probs(scores, raw, k, kappa, n)  # (B, S)
     xp = get_xp(scores, values)
     c = xp.reshape(values, (1, -1)) if raw.ndim == 1 else values  # (B, S)
     probs = xp.exp(logp)  # (B, S)
@@ -538,7 +579,10 @@ def _expected_value_backward(fn, dvalue, cache):
     check_cache(fn, cache, ExpectedValueCache, forward="expected_value_forward")
     xp = get_xp(cache.probs)
     if cache.subset.squeeze:
-        d = xp.asarray(unbox(check_dloss(fn, dvalue, "dvalue")), dtype=cache.probs.dtype).reshape(1)  # (1,)
+        d = unbox(check_dloss(fn, dvalue, "dvalue"))
+        # a number is filled in on the device (xp.asarray of it would be a host->device copy); an array is cast
+        d = (xp.full((1,), d, dtype=cache.probs.dtype) if isinstance(d, numbers.Number)
+             else xp.asarray(d, dtype=cache.probs.dtype).reshape(1))  # (1,)
     else:
         d = check_array(fn, "dvalue", dvalue, shape=(cache.probs.shape[0],), finite=True)  # (B,)
     dvalues = d[:, None] * cache.probs  # (B, S)
@@ -610,7 +654,8 @@ def _pl_forward(scores, raw, orders, kappa: float):
     # 0 · -inf = NaN)
     zo = xp.einsum("bmkn,bn->bmk", onehot.astype(unbox(z).dtype), xp.where(xp.isfinite(unbox(z)), z, 0.0))  # (B,m,k)
     # an explicit (B, m, N) copy: autograd's where() does not reduce a broadcast gradient
-    zrest = xp.where(drawn, -xp.inf, xp.reshape(z, (B, 1, N)) * np.ones((1, o.shape[1], 1), unbox(z).dtype))  # (B,m,N)
+    ones = get_xp(unbox(z)).ones((1, o.shape[1], 1), unbox(z).dtype)  # (1, m, 1) on z's device
+    zrest = xp.where(drawn, -xp.inf, xp.reshape(z, (B, 1, N)) * ones)  # (B, m, N)
     # every real candidate drawn: the rest has mass 0 (log 0 = -inf); a log-probability below -1.8e308 is -inf
     with np.errstate(divide="ignore", over="ignore"):
         lse_c = logsumexp(zrest, axis=-1)  # (B, m)
@@ -630,9 +675,9 @@ def _pl_backward(dlogp, cache: PlackettLuceCache):
     exponent below is <= 0 (the item is part of that D_j)."""
     xp = get_xp(dlogp)
     k = cache.zo.shape[-1]
-    early = np.arange(k)[:, None] <= np.arange(k)[None, :]  # (k_j, k_l) step j <= l
+    early = xp.arange(k)[:, None] <= xp.arange(k)[None, :]  # (k_j, k_l) step j <= l, made on the device
     with np.errstate(over="ignore"):
-        steps = xp.where(xp.asarray(early), cache.zo[..., None, :] - cache.logD[..., :, None], -xp.inf)  # (B,m,k,k)
+        steps = xp.where(early, cache.zo[..., None, :] - cache.logD[..., :, None], -xp.inf)  # (B,m,k,k)
     dzo = dlogp[..., None] * (1.0 - xp.sum(xp.exp(steps), axis=-2))  # (B, m, k)
     race = xp.sum(xp.exp(cache.lse_c[..., None] - cache.logD), axis=-1)  # (B, m) Σ_j e^{lse_c - log D_j}
     rest = xp.exp(cache.zrest - _safe(cache.lse_c, xp)[..., None])  # (B, m, N) 0 on drawn and padded items
@@ -706,7 +751,7 @@ def rloo_forward(scores, losses, subsets_or_orders, k, *, kappa=1.0, score="set"
     adv = (L2 - mean[:, None]) * (m / (m - 1))  # (B, m) = L_s - (Σ L - L_s) / (m - 1)
     ix2 = ix[None] if raw.ndim == 1 else ix  # (B, m, k)
     if score == "set":
-        logp_all, inner = _subset_log_probs(scores, raw, k, kappa)  # (B, S)
+        logp_all, inner = _subset_log_probs(scores, raw, k, kappa, n)  # (B, S)
         index = _draw_rank(ix2, inner, raw.shape[-1], k)  # (B, m)
         logp = logp_all[xp.arange(logp_all.shape[0])[:, None], index]  # (B, m)
     else:
@@ -725,8 +770,7 @@ def _draw_rank(ix, cache: SubsetCache, N: int, k: int):
         pos = xb.full(N, -1, dtype=np.int64)  # (N,)
         pos[cache.real] = xb.arange(n)  # distinct indices
         sub = pos[sub]  # (B, m, k) an increasing map: rows stay ascending
-    comb = _comb_table(n, k)
-    return _rank(sub, n, comb if xb is np else xb.asarray(comb))  # (B, m)
+    return _rank(sub, n, _plan_on(sub, n, k).comb)  # (B, m) with the table on sub's device
 
 
 def rloo_backward(dsurrogate, cache):
@@ -734,7 +778,8 @@ def rloo_backward(dsurrogate, cache):
     dsurrogate = 1, row b's is that row's RLOO estimate (1/m) Σ_s (L_s - mean_{t≠s} L_t) ∂log P(S_s)/∂w."""
     fn = "rloo_backward"
     check_cache(fn, cache, RlooCache, forward="rloo_forward")
-    d = float(unbox(check_dloss(fn, dsurrogate, "dsurrogate")))
+    d = unbox(check_dloss(fn, dsurrogate, "dsurrogate"))
+    d = d.astype(np.float64) if is_cupy(d) else float(d)  # a 0-d device array stays there: float() would sync
     B, m = cache.advantages.shape
     g = (d / m) * cache.advantages  # (B, m) ∂surrogate/∂log P of each draw
     if cache.score == "ordering":
@@ -754,6 +799,7 @@ def rloo_backward(dsurrogate, cache):
 # subset lookup
 
 
+@on_host  # host analysis: integer codes searched in a sorted host table; device arguments copied once each
 def subset_index(subsets, masks) -> np.ndarray:
     """Row of ``subsets`` (S, k) for each 0/1 (or bool) mask in ``masks`` (R, N): (R,) int64.
 
@@ -816,16 +862,18 @@ def relaxed_gradient_draws(scores, k, loss_and_mask_grad: Callable, rng, *, draw
     tau = check_real(fn, "tau", tau, lo=0.0, lo_open=True)
     noise = check_bool(fn, "noise", noise)
     R, N = (draws if noise else 1), raw.shape[0]
-    w = np.broadcast_to(raw, (R, N)).copy()  # (R, N)
+    xp = get_xp(raw)
+    w = xp.broadcast_to(raw, (R, N)).copy()  # (R, N)
     G = None
-    if noise:
-        G = gumbel_noise((R, k, N) if relaxation == "max" else (R, N), rng)  # (R, K, N) or (R, N)
+    if noise:  # drawn on the host from rng (the same noise on every backend), copied to the scores' device once
+        G = gumbel_noise((R, k, N) if relaxation == "max" else (R, N), rng, xp=xp)  # (R, K, N) or (R, N)
     M, cache = relaxed_topk_forward(w, G, k, tau=tau, kappa=kappa, relaxation=relaxation)  # (R, N)
     out = loss_and_mask_grad(M)
     if not (isinstance(out, tuple) and len(out) == 2):
         fail(fn, "loss_and_mask_grad(M)", out, "a pair (losses (R,), dmasks (R, N))", TypeError)
-    losses = check_array(fn, "losses", np.asarray(out[0], dtype=np.float64), shape=(R,), finite=True)
-    dM = check_array(fn, "dmasks", np.asarray(out[1], dtype=np.float64), shape=(R, N), finite=True)
+    _check_backend(fn, "loss_and_mask_grad(M)", out, raw)
+    losses = check_array(fn, "losses", xp.asarray(out[0], dtype=np.float64), shape=(R,), finite=True)
+    dM = check_array(fn, "dmasks", xp.asarray(out[1], dtype=np.float64), shape=(R, N), finite=True)
     return relaxed_topk_backward(dM, cache), losses
 
 
@@ -843,17 +891,23 @@ def reinforce_gradient_draws(scores, k, values, rng, *, draws, kappa=1.0, baseli
     if baseline == "loo" and draws < 2:
         fail(fn, "draws", draws, "at least 2 for baseline='loo'")
     S = math.comb(n, k)
+    xp = get_xp(raw)
     if not callable(values):
-        c = np.asarray(check_array(fn, "values", values, shape=(S,), finite=True), dtype=np.float64)  # (S,)
-    _, cache = _subset_log_probs(raw, raw, k, kappa)
+        c = check_array(fn, "values", values, shape=(S,), finite=True)
+        _check_backend(fn, "values", c, raw)
+        c = xp.asarray(c, dtype=np.float64)  # (S,)
+    _, cache = _subset_log_probs(raw, raw, k, kappa, n)
     dlogp = _check_grad(fn, _log_prob_jacobian(cache), kappa)  # (S, N)
     drawn, _ = sample_subsets(raw, k, rng, samples=draws, kappa=kappa)  # (R, k) the noise of (R, N), as before
     idx = _draw_rank(drawn[None], cache, raw.shape[0], k)[0]  # (R,)
     if callable(values):
         try:
-            cr = np.asarray(values(drawn), dtype=np.float64)  # (R,)
+            cr = values(drawn)
+            mixed = _other_backend(cr, raw)  # a host result for device scores: refused below, never copied
+            cr = cr if mixed else xp.asarray(cr, dtype=np.float64)  # (R,)
         except (TypeError, ValueError) as e:
             fail(fn, "values(subsets)", values, f"losses (R,) as floats ({type(e).__name__}: {e})", TypeError)
+        _check_backend(fn, "values(subsets)", cr, raw)
         cr = check_array(fn, "values(subsets)", cr, shape=(draws,), finite=True)
     else:
         cr = c[idx]  # (R,)
@@ -877,15 +931,19 @@ def reinforce_moments(scores, k, values, *, kappa=1.0, baseline="none"):
     if raw.ndim != 1:
         fail(fn, "scores.shape", tuple(raw.shape), "one score vector (N,)")
     subsets, logp, dlogp = subset_log_prob_grads(raw, k, kappa=kappa)  # (S, k), (S,), (S, N)
-    c = np.asarray(check_array(fn, "values", values, shape=(subsets.shape[0],), finite=True), dtype=np.float64)
-    p = np.exp(logp)  # (S,)
-    b = float(p @ c) if baseline == "loo" else 0.0
+    c = check_array(fn, "values", values, shape=(subsets.shape[0],), finite=True)
+    _check_backend(fn, "values", c, raw)
+    xp = get_xp(raw)
+    c = xp.asarray(c, dtype=np.float64)  # (S,)
+    p = xp.exp(logp)  # (S,)
+    b = p @ c if baseline == "loo" else 0.0  # () on the scores' device
     g = (c - b)[:, None] * dlogp  # (S, N) the draw when S comes up
     mean = p @ g  # (N,)
-    cov = (g * p[:, None]).T @ g - np.outer(mean, mean)  # (N, N)
+    cov = (g * p[:, None]).T @ g - xp.outer(mean, mean)  # (N, N)
     return mean, cov
 
 
+@on_host  # plain floats out: the (R, N) draws and g* (and cov) copied to the host once, not a sync per number
 def gradient_error_stats(draws, g_true, *, exact_cov=None) -> dict:
     """How far R >= 1 per-draw gradient estimates (R, N) are from the exact g* (N,), as plain floats:
 

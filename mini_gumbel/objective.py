@@ -29,8 +29,7 @@ Dimension letters: B batch, N candidates, K kept, S = C(N, K) subsets, m sampled
 """
 from __future__ import annotations
 
-import numpy as np
-
+from .backend import asarray_on, get_xp, is_cupy
 from .estimators import (expected_value_backward, expected_value_forward, rloo_backward, rloo_forward,
                          sample_subsets, subsets_of)
 from .hard_subsets import subset_nll
@@ -55,26 +54,36 @@ def subset_loss_table(reader_params, reader_cfg, batch, k, *, memory=None, progr
     ``batch`` (gumbel_reranking.reader_memory_of), or None to compute them here."""
     N = _n_docs(batch)
     k = check_int("subset_loss_table", "k", k, lo=1, hi=N)
-    subsets = subsets_of(N, k)  # (S, k)
-    B = (batch.ctx1 if isinstance(batch, TwoPassBatch) else batch.ctx).shape[0]
-    every = np.broadcast_to(subsets, (B,) + subsets.shape)  # (B, S, k) the same subsets for every example
+    ctx = batch.ctx1 if isinstance(batch, TwoPassBatch) else batch.ctx
+    subsets = asarray_on(subsets_of(N, k), ctx)  # (S, k) where the documents are: one explicit copy per table
+    B = ctx.shape[0]
+    every = get_xp(subsets).broadcast_to(subsets, (B,) + subsets.shape)  # (B, S, k) the same for every example
     return subset_nll(reader_params, reader_cfg, batch, every, memory=memory, progress=progress)
 
 
+def _mean(x):
+    """The mean of the losses x as the step reports it: a float on the host; a 0-d array on a device, which
+    float() would synchronise with once per step (gumbel_reranking_loss's loss stays there too)."""
+    m = get_xp(x).mean(x)
+    return m if is_cupy(m) else float(m)
+
+
 def exact_objective_loss(scores, table, *, k, kappa=1.0):
-    """(loss, dscores (B, N)): loss = mean_b V_b, V_b = Σ_S P(S; κ w_b) table[b, S], and its exact gradient."""
+    """(loss, dscores (B, N)): loss = mean_b V_b, V_b = Σ_S P(S; κ w_b) table[b, S], and its exact gradient.
+    loss: a float (a 0-d array for device scores)."""
     fn = "exact_objective_loss"
     B = check_array(fn, "scores", scores, ndim=2).shape[0]
     V, cache = expected_value_forward(scores, table, k, kappa=kappa)  # (B,)
-    dscores, _ = expected_value_backward(np.full(B, 1.0 / B), cache)  # (B, N)
-    return float(np.mean(V)), dscores
+    dscores, _ = expected_value_backward(get_xp(V).full(B, 1.0 / B), cache)  # (B, N)
+    return _mean(V), dscores
 
 
 def rloo_objective_loss(scores, batch, reader_params, reader_cfg, rng, *, k, kappa=1.0, samples=16, memory=None,
                         score="set"):
     """(loss, dscores (B, N)): m = ``samples`` hard sets per example by Gumbel-top-k, the reader's loss on each
     (read only those K documents), and REINFORCE's leave-one-out estimate of ∇ mean_b V_b. ``loss`` is the mean
-    of the m·B sampled losses: an unbiased estimate of mean_b V_b (the surrogate's value is not reported)."""
+    of the m·B sampled losses: an unbiased estimate of mean_b V_b (the surrogate's value is not reported): a float
+    (a 0-d array for device scores). The noise is drawn on the host from ``rng`` and copied to the device once."""
     fn = "rloo_objective_loss"
     B = check_array(fn, "scores", scores, ndim=2).shape[0]
     check_int(fn, "samples", samples, lo=2)
@@ -83,7 +92,7 @@ def rloo_objective_loss(scores, batch, reader_params, reader_cfg, rng, *, k, kap
     losses = subset_nll(reader_params, reader_cfg, batch, subsets, memory=memory)  # (B, m) constants to w
     _, cache = rloo_forward(scores, losses, subsets if score == "set" else orders, k, kappa=kappa, score=score)
     dscores = rloo_backward(1.0 / B, cache)  # (B, N)
-    return float(np.mean(losses)), dscores
+    return _mean(losses), dscores
 
 
 def objective_step(reranker_params, question, docs, reader_params, reader_cfg, batch, rng, *, k, kappa=1.0,

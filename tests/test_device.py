@@ -35,8 +35,9 @@ import numpy as np
 import pytest
 
 import reader_batches
-from mini_gumbel import estimators, gumbel, gumbel_reranking, losses, ops, optim, reader, reranker, two_pass_reader
-from mini_gumbel.backend import get_xp, is_cupy
+from mini_gumbel import (estimators, gumbel, gumbel_reranking, hard_subsets, losses, objective, ops, optim, reader,
+                         reranker, two_pass_reader)
+from mini_gumbel.backend import asarray_on, get_xp, is_cupy
 from mini_gumbel.data import DataConfig, make_dataset
 from mini_gumbel.experiment.configs import default_reader_config
 from mini_gumbel.experiment.readers import reader_inputs
@@ -638,65 +639,362 @@ def test_adist_teacher_on_device(cp):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# the exact objective and the REINFORCE machinery: one line per public function of estimators
+# the exact objective and the REINFORCE machinery: one line per public function of estimators, on a (N,) row with
+# a padded candidate and, for the core, on (B, N) rows with a padded row
 
 EST_K, EST_KAPPA = 3, 1.3
+EST_ROW = np.array([0.3, -1.2, 0.8, 0.0, 1.5, -np.inf, 0.4])  # one padded candidate: n = 6 real ones
+ON_HOST = {"subset_index", "gradient_error_stats"}  # estimators' functions behind backend.on_host
+# the float() syncs a test here accepts: check_dloss reading a device 0-d upstream gradient (validate.py), and
+# expected_value_and_grad's value of one (N,) row, a Python float by its contract
+FLOAT_OK = ("validate.py", "in check_dloss"), ("estimators.py", "in expected_value_and_grad")
 
 
 def _subset_values(n):
     return np.random.default_rng(31).uniform(0.5, 2.0, math.comb(n, EST_K))  # c_S, one per subset
 
 
-def _mask_loss(R):
-    """A loss of the relaxed mask on the masks' own backend: L = Σ_i M_i R_i per row."""
-    def loss_and_mask_grad(M):
-        xp = get_xp(M)
-        r = xp.asarray(R) if xp is np else dev(sys.modules["cupy"], R)
-        return xp.sum(M * r, axis=1), xp.broadcast_to(r, M.shape) * 1.0
-    return loss_and_mask_grad
+def _mask_loss(M):
+    """A loss of the relaxed masks (R, N) on their own backend, and its mask gradient: L = Σ_i M_i r_i per row."""
+    xp = get_xp(M)
+    r = xp.linspace(-1.0, 1.0, M.shape[1])  # (N,) made where M is
+    return xp.sum(M * r, axis=1), xp.broadcast_to(r, M.shape) * 1.0
+
+
+def _up(like, n, lo=-1.0, hi=1.0):
+    """An upstream gradient of n entries made on ``like``'s device (no copy)."""
+    return get_xp(like).linspace(lo, hi, n)
+
+
+def _slp(s, c):
+    logp, cache = estimators.subset_log_probs_forward(s, EST_K, kappa=EST_KAPPA)
+    return logp, cache.subsets, estimators.subset_log_probs_backward(c * 0.5 - 0.2, cache)
 
 
 def _evf(s, c):
     v, cache = estimators.expected_value_forward(s, c, EST_K, kappa=EST_KAPPA)
-    return v, estimators.expected_value_backward(1.0, cache), estimators.expected_value_backward(v * 0 + 2.0, cache)
+    dv = 1.0 if s.ndim == 1 else _up(s, s.shape[0], 0.5, 1.5)
+    out = v, estimators.expected_value_backward(dv, cache)
+    if s.ndim == 1:  # a 0-d device upstream gradient too
+        out += (estimators.expected_value_backward(v * 0 + 2.0, cache),)
+    return out
 
 
-ESTIMATOR_CASES = {  # name -> f(scores (N,), values (S,)); every public function of estimators has a line
+def _subsets_of(s, c):
+    """The host table, copied explicitly, and the device DP's own subsets of a (B, N) batch: the same rows."""
+    s2 = s if s.ndim == 2 else s[None]
+    _, cache = estimators.subset_log_probs_forward(s2, EST_K, kappa=EST_KAPPA)
+    return asarray_on(estimators.subsets_of(s.shape[-1], EST_K), s), cache.subsets
+
+
+def _draws(s, seed=6, m=5):
+    return estimators.sample_subsets(s, EST_K, np.random.default_rng(seed), samples=m, kappa=EST_KAPPA)
+
+
+def _pl(s, c):
+    subsets, orders = _draws(s)
+    logp, cache = estimators.plackett_luce_log_prob_forward(s, orders, kappa=EST_KAPPA)
+    return subsets, orders, logp, estimators.plackett_luce_log_prob_backward(0.5 - 0.25 * logp, cache)
+
+
+def _rloo(s, c, score="set"):
+    subsets, orders = _draws(s)
+    xp = get_xp(s)
+    losses = xp.reshape(xp.linspace(0.2, 1.9, subsets[..., 0].size), subsets.shape[:-1])  # (m,) or (B, m)
+    sur, cache = estimators.rloo_forward(s, losses, subsets if score == "set" else orders, EST_K, kappa=EST_KAPPA,
+                                         score=score)
+    return sur, cache.mean_loss, cache.advantages, cache.index, estimators.rloo_backward(0.7, cache)
+
+
+def _rloo_ordering(s, c):
+    return _rloo(s, c, "ordering")
+
+
+def _rloo_both(s, c):
+    return _rloo(s, c, "set"), _rloo(s, c, "ordering")
+
+
+ESTIMATOR_CASES = {  # name -> f(scores (N,) or (B, N), values (S,) or (B, S)); a line per public function
+    # native, the DP: its index tables go to the device once per (N, K) and stay (subsets_of's host table is
+    # what they are made of; a user copies it explicitly); its syncs are the validation's bool()/int()
+    "subsets_of": _subsets_of,
+    "subset_log_probs_forward": _slp,
+    "subset_log_probs_backward": _slp,
+    # native, built on the DP: the probabilities, the Jacobian, V and its gradient (one float(): the value of
+    # one (N,) row, a Python float by its contract)
     "subset_probabilities": lambda s, c: estimators.subset_probabilities(s, EST_K, kappa=EST_KAPPA),
     "subset_log_prob_grads": lambda s, c: estimators.subset_log_prob_grads(s, EST_K, kappa=EST_KAPPA),
     "expected_value_forward": _evf,
     "expected_value_backward": _evf,
     "expected_value_and_grad": lambda s, c: estimators.expected_value_and_grad(s, c, EST_K, kappa=EST_KAPPA),
-    "subset_index": lambda s, c: estimators.subset_index(estimators.subset_probabilities(s, EST_K)[0], gumbel.topk_mask(
-        s + gumbel.gumbel_noise((4, s.shape[0]), np.random.default_rng(5), xp=get_xp(s)), EST_K)),
+    # native, sampling and its score functions: the noise drawn on the host from the Generator, copied once a call
+    "sample_subsets": lambda s, c: _draws(s),
+    "plackett_luce_log_prob_forward": _pl,
+    "plackett_luce_log_prob_backward": _pl,
+    "rloo_forward": _rloo_both,
+    "rloo_backward": _rloo_both,
+    # native, the gradient study's estimators, made of the functions above (arrays in, arrays out)
     "relaxed_gradient_draws": lambda s, c: estimators.relaxed_gradient_draws(
-        s, EST_K, _mask_loss(np.linspace(-1.0, 1.0, s.shape[0])), np.random.default_rng(4), draws=5, tau=0.5,
-        kappa=EST_KAPPA),
+        s, EST_K, _mask_loss, np.random.default_rng(4), draws=5, tau=0.5, kappa=EST_KAPPA),
     "reinforce_gradient_draws": lambda s, c: estimators.reinforce_gradient_draws(
         s, EST_K, c, np.random.default_rng(4), draws=6, kappa=EST_KAPPA, baseline="loo"),
     "reinforce_moments": lambda s, c: estimators.reinforce_moments(s, EST_K, c, kappa=EST_KAPPA, baseline="loo"),
+    # on_host (ON_HOST), host analysis: integer codes searched in a sorted host table, and plain floats out;
+    # device arguments copied to the host once each, arrays back
+    "subset_index": lambda s, c: estimators.subset_index(estimators.subset_probabilities(s, EST_K)[0],
+                                                         gumbel.topk_mask(s + gumbel.gumbel_noise(
+                                                             (4, s.shape[0]), np.random.default_rng(5), xp=get_xp(s)),
+                                                             EST_K)),
     "gradient_error_stats": lambda s, c: estimators.gradient_error_stats(
         estimators.reinforce_gradient_draws(s, EST_K, c, np.random.default_rng(4), draws=6)[0],
         estimators.expected_value_and_grad(s, c, EST_K)[1]),
 }
+# host->device copies a case makes, all explicit: the noise drawn on the host (one per sampling call), subsets_of's
+# table (copied by the case), subset_index's result (on_host); none for the DP's indices, cached on the device
+EST_H2D = {"subsets_of": 1, "sample_subsets": 1, "plackett_luce_log_prob_forward": 1,
+           "plackett_luce_log_prob_backward": 1, "rloo_forward": 2, "rloo_backward": 2, "subset_index": 2,
+           "relaxed_gradient_draws": 1, "reinforce_gradient_draws": 1, "gradient_error_stats": 1}
+# the core pair and the sampling estimators on a batch (B, N) with a padded row
+BATCHED = ("subsets_of", "subset_log_probs_forward", "subset_probabilities", "subset_log_prob_grads",
+           "expected_value_forward", "expected_value_and_grad", "sample_subsets", "plackett_luce_log_prob_forward",
+           "rloo_forward")
+
+
+def _est_batch(B, seed=8, N=7):
+    s = rows(np.random.default_rng(seed), B, N)
+    s[1, -2:] = -np.inf  # a padded row: 5 real candidates
+    return s, np.random.default_rng(seed + 1).uniform(0.5, 2.0, (B, math.comb(N, EST_K)))
+
+
+def _syncs_are_validation(t):
+    """Every device->host synchronisation is an explicit copy (.get()), a bool()/int() of the validation, or one of
+    the accepted float()s (FLOAT_OK): no per-row float(), .item() or data-dependent shape."""
+    bad = [ev for ev in t.log if ev.direction == "d2h" and ev.kind not in ("get", "bool", "int")
+           and not (ev.kind == "float" and any(f in ev.where and w in ev.where for f, w in FLOAT_OK))]
+    assert not bad, t.report()
+
+
+def _run_estimator(cp, name, s, c):
+    """check() of the case, after one device call that may copy the DP's index tables to the device (the only
+    copy of them: check()'s call finds them cached and makes only the copies EST_H2D lists)."""
+    fn = ESTIMATOR_CASES[name]
+    with transfers(cp) as first:
+        fn(*dev(cp, (s, c)))
+    if first is not None:
+        assert all(ev.kind == "asarray" for ev in first.log if ev.direction == "h2d"), first.report()
+    _, _, t = check(cp, fn, s, c, h2d=EST_H2D.get(name, 0))
+    if t is not None:
+        _syncs_are_validation(t)
+        assert t.kinds["h2d:asarray"] == t.h2d, t.report()  # explicit copies only: no host index into the device
 
 
 @gpu
 @pytest.mark.parametrize("name", ESTIMATOR_CASES)
 def test_estimator_on_device(cp, name):
-    """The enumeration is host work: device inputs are copied to the host once each and every array comes back
-    to the device (backend.on_host); relaxed_gradient_draws runs on the device throughout."""
-    s = np.array([0.3, -1.2, 0.8, 0.0, 1.5, -np.inf, 0.4])  # one padded candidate: n = 6 real ones
-    _, _, t = check(cp, ESTIMATOR_CASES[name], s, _subset_values(6), h2d=None)
-    if t is not None:  # explicit copies (.get()) and the validation's bool()/int(): no float() or .item()
-        assert t.d2h == t.kinds["d2h:get"] + t.kinds["d2h:bool"] + t.kinds["d2h:int"], t.report()
+    """Every public function of estimators on a (N,) row with a padded candidate, on device arrays."""
+    _run_estimator(cp, name, EST_ROW, _subset_values(6))
+
+
+@gpu
+@pytest.mark.parametrize("name", BATCHED)
+def test_estimator_batch_on_device(cp, name):
+    """The core pair and the sampling estimators on (B, N) rows, one of them padded: the DP runs over subsets_of(N,
+    K) for every row, the padded row's subsets with probability exactly 0."""
+    _run_estimator(cp, name, *_est_batch(3))
+
+
+@gpu
+def test_device_plan_is_copied_once(cp):
+    """The DP's index tables go to the device on the first call for an (N, K) and are read from there afterwards:
+    a second forward+backward copies nothing to the device."""
+    if not on_standin(cp):
+        pytest.skip("counting transfers needs the stand-in")
+    s, c = dev(cp, _est_batch(2, N=8))  # (N, K) = (8, 3): a plan no other test here builds first
+    counts = []
+    for _ in range(2):
+        with cp.count_transfers() as t:
+            _evf(s, c)
+        counts.append(t.h2d)
+    assert counts[0] > 0 and counts[1] == 0, counts
+    sub, _ = _subsets_of(s, c)
+    np.testing.assert_array_equal(sub.get(), estimators.subsets_of(8, EST_K))
+
+
+def _estimator_step_syncs(cp, B):
+    s, c = dev(cp, _est_batch(B))
+    _evf(s, c), _rloo_both(s, c)  # the plan is on the device
+    out = {}
+    for name, fn in (("expected value", _evf), ("rloo step", _rloo), ("rloo step, ordering", _rloo_ordering)):
+        with cp.count_transfers() as t:
+            fn(s, c)
+        out[name] = t
+    return out
+
+
+@gpu
+def test_estimator_syncs_do_not_grow_with_the_batch(cp):
+    """One batched expected_value_forward + backward, and one RLOO step (sample_subsets, rloo_forward, rloo_backward),
+    make the same synchronisations for B = 3 and B = 24: their validation, a fixed number (a sync per row would
+    show here); the RLOO step's one host->device copy is its noise."""
+    if not on_standin(cp):
+        pytest.skip("counting transfers needs the stand-in")
+    small, big = _estimator_step_syncs(cp, 3), _estimator_step_syncs(cp, 24)
+    for name in small:
+        msg = f"{name}, B=3:\n{small[name].report()}\nB=24:\n{big[name].report()}"
+        assert small[name].kinds == big[name].kinds, msg
+        _syncs_are_validation(small[name])
+    assert small["expected value"].h2d == 0 and small["expected value"].d2h <= 8, small["expected value"].report()
+    for name in ("rloo step", "rloo step, ordering"):
+        assert small[name].kinds["h2d:asarray"] == small[name].h2d == 1, small[name].report()
+        assert small[name].d2h <= 14, small[name].report()  # 7 (V) and 14 (each RLOO step) when this was written
+
+
+def _objective_step_syncs(cp, dataset, reader_kind, n, estimator):
+    b, cfg, rp, x, ranker = _step_setup(dataset, reader_kind, n=n)
+    table = np.random.default_rng(3).uniform(0.5, 2.0, (n, math.comb(b.docs.shape[1], 3)))
+    args = dev(cp, (ranker, b.question, b.docs, rp, x, table))
+
+    def step():
+        return objective.objective_step(*args[:4], cfg, args[4], np.random.default_rng(7), k=3, kappa=1.3,
+                                        estimator=estimator, table=args[5], samples=4)
+
+    step()  # the DP's plan goes to the device on the first call
+    with cp.count_transfers() as t:
+        step()
+    return t
+
+
+@gpu
+@pytest.mark.parametrize("estimator", objective.ESTIMATORS)
+@pytest.mark.parametrize("reader_kind", ["two_pass", "fid"])
+def test_objective_step_syncs_do_not_grow_with_the_batch(cp, dataset, reader_kind, estimator):
+    """A whole objective step (the reranker, then the exact V or the RLOO estimate with the reader called on the
+    sampled sets, then back into the reranker): the same synchronisations for a batch of 6 and of 16."""
+    if not on_standin(cp):
+        pytest.skip("counting transfers needs the stand-in")
+    small, big = (_objective_step_syncs(cp, dataset, reader_kind, n, estimator) for n in (6, 16))
+    assert small.kinds == big.kinds, f"small step:\n{small.report()}\nbig step:\n{big.report()}"
+    assert small.h2d == (estimator == "rloo"), small.report()  # the noise of the sampled sets
+    assert small.d2h <= 80, small.report()  # 16 (exact), 39 (FiD) and 62 (two-pass) rloo when this was written
+
+
+@gpu
+def test_planted_sync_per_row_fails_the_estimator_test(cp, monkeypatch):
+    """A bool() per row in the DP's backward is a kind of sync the validation makes too: only the count, growing
+    with B, gives it away."""
+    if not on_standin(cp):
+        pytest.skip("counting transfers needs the stand-in")
+    _plant(monkeypatch, estimators, "_subset_log_probs_grad", lambda d: [bool(get_xp(d).all(r == r)) for r in d])
+    with pytest.raises(AssertionError, match="B=24"):
+        test_estimator_syncs_do_not_grow_with_the_batch(cp)
 
 
 def test_every_public_estimator_has_a_device_case():
-    """Adding a function to estimators.__all__ needs one line in ESTIMATOR_CASES."""
-    public = {n for n in estimators.__all__ if callable(getattr(estimators, n))}
+    """Adding a function to estimators.__all__ needs one line in ESTIMATOR_CASES (the caches are classes)."""
+    public = {n for n in estimators.__all__ if callable(getattr(estimators, n))
+              and not isinstance(getattr(estimators, n), type)}
     missing = public - set(ESTIMATOR_CASES)
     assert not missing, f"estimators functions without a device test (add a line to ESTIMATOR_CASES): {missing}"
+    assert set(ESTIMATOR_CASES) <= public and set(BATCHED) <= public and ON_HOST <= public
+    for name in public:  # on_host is a decision, taken once per function and listed in ON_HOST
+        assert hasattr(getattr(estimators, name), "__wrapped__") == (name in ON_HOST), name
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the objective (mini_gumbel.objective) and the hard subsets' reader loss (hard_subsets.subset_nll)
+
+
+def _as_array(loss):
+    """A loss as an array: the objective returns a float on NumPy and a 0-d array on a device (no sync)."""
+    return loss if is_cupy(loss) else np.asarray(loss)
+
+
+def _obj_setup(dataset, reader_kind):
+    b, cfg, rp, x, ranker = _step_setup(dataset, reader_kind)
+    scores, _ = reranker.reranker_forward(ranker, b.question, b.docs)
+    return b, cfg, rp, x, ranker, scores
+
+
+@gpu
+def test_exact_objective_on_device(cp, dataset):
+    b, cfg, rp, x, ranker, scores = _obj_setup(dataset, "fid")
+    table = np.random.default_rng(3).uniform(0.5, 2.0, (scores.shape[0], math.comb(scores.shape[1], 3)))
+
+    def run(scores, table, ranker, q, docs):
+        loss, ds = objective.exact_objective_loss(scores, table, k=3, kappa=1.3)
+        step_loss, grads = objective.objective_step(ranker, q, docs, None, cfg, None, None, k=3, kappa=1.3,
+                                                    table=table)
+        return _as_array(loss), ds, _as_array(step_loss), grads
+
+    check(cp, run, scores, table, ranker, b.question, b.docs)
+    loss, _ = objective.exact_objective_loss(scores, table, k=3, kappa=1.3)
+    assert type(loss) is float  # NumPy: a float, as before
+
+
+@gpu
+@pytest.mark.parametrize("score", objective.RLOO_SCORES)
+@pytest.mark.parametrize("reader_kind", ["two_pass", "fid"])
+@pytest.mark.parametrize("use_memory", [False, True], ids=["memory=None", "memory"])
+def test_rloo_objective_on_device(cp, dataset, reader_kind, score, use_memory):
+    """The noise is drawn on the host from the seeded Generator and copied once: the same sets on both backends,
+    read by the reader on the device."""
+    b, cfg, rp, x, ranker, scores = _obj_setup(dataset, reader_kind)
+
+    def run(scores, rp, x, memory):
+        loss, ds = objective.rloo_objective_loss(scores, x, rp, cfg, np.random.default_rng(7), k=3, kappa=1.3,
+                                                 samples=4, memory=memory, score=score)
+        return _as_array(loss), ds
+
+    memory = gumbel_reranking.reader_memory_of(rp, cfg, x) if use_memory else None
+    check(cp, run, scores, rp, x, memory, h2d=1)
+
+
+@gpu
+def test_objective_step_rloo_on_device(cp, dataset):
+    b, cfg, rp, x, ranker, _ = _obj_setup(dataset, "two_pass")
+
+    def run(ranker, q, docs, rp, x):
+        loss, grads = objective.objective_step(ranker, q, docs, rp, cfg, x, np.random.default_rng(9), k=3, kappa=1.1,
+                                               estimator="rloo", samples=3)
+        return _as_array(loss), grads
+
+    check(cp, run, ranker, b.question, b.docs, rp, x, h2d=1)
+
+
+@gpu
+@pytest.mark.parametrize("reader_kind", ["two_pass", "fid"])
+@pytest.mark.parametrize("use_memory", [False, True], ids=["memory=None", "memory"])
+def test_subset_nll_on_device(cp, dataset, reader_kind, use_memory):
+    """hard_subsets.subset_nll reads only the kept documents, in chunks; subset_loss_table every subset: the one
+    host->device copy is subsets_of's table, made explicitly."""
+    b, cfg, rp, x, _, _ = _obj_setup(dataset, reader_kind)
+    B, N = b.docs.shape[:2]
+    rng = np.random.default_rng(12)
+    subsets = np.stack([np.stack([rng.permutation(N)[:3] for _ in range(4)]) for _ in range(B)])  # (B, R, K)
+    memory = gumbel_reranking.reader_memory_of(rp, cfg, x) if use_memory else None
+
+    def run(rp, x, subsets, memory):
+        return (hard_subsets.subset_nll(rp, cfg, x, subsets, memory=memory, chunk=7),
+                hard_subsets.subset_nll(rp, cfg, x, subsets[:, :1], memory=memory))
+
+    check(cp, run, rp, x, subsets, memory, h2d=0)
+    check(cp, lambda rp, x, memory: objective.subset_loss_table(rp, cfg, x, 3, memory=memory), rp, x, memory, h2d=1)
+
+
+@gpu
+def test_reader_memory_select_and_select_docs_on_device(cp, dataset):
+    """The gathers behind subset_nll: ReaderMemory.select (with and without rows=), check_doc_indices and
+    two_pass_reader.select_docs, device indices into device arrays (no host->device copy)."""
+    b, cfg, rp, x, _, _ = _obj_setup(dataset, "two_pass")
+    docs = np.array([[2, 0, 5], [1, 4, 3], [0, 1, 2], [5, 3, 1], [4, 2, 0], [3, 5, 4]])  # (B, K)
+
+    def run(rp, x, docs):
+        mem = two_pass_reader.two_pass_memory(rp, cfg, x)
+        rows_ = get_xp(docs).arange(docs.shape[0])[::-1] % 4
+        return (mem.select(docs), mem.select(docs[:4], rows=rows_[:4]), two_pass_reader.select_docs(x, docs),
+                reader.check_doc_indices("t", "docs", docs, 6, B=docs.shape[0]))
+
+    check(cp, run, rp, x, docs, h2d=0)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -727,14 +1025,17 @@ COVERED = {
     "gumbel": {"gumbel_noise", "topk_mask", "relaxed_topk_forward", "relaxed_topk_backward"},
     "ops": {f for _, _, fs in OP_CASES.values() for f in fs},
     "reader": {"reader_forward", "reader_backward", "reader_logits_backward", "greedy_decode", "reader_encode",
-               "reader_memory"},
+               "reader_memory", "check_doc_indices"},
     "two_pass_reader": {"read_ctx", "entity_flags", "soft_flags", "soft_flags_backward", "two_pass_forward",
-                        "two_pass_backward", "two_pass_decode", "two_pass_first_hop", "two_pass_memory"},
+                        "two_pass_backward", "two_pass_decode", "two_pass_first_hop", "two_pass_memory",
+                        "select_docs"},
     "reranker": {"reranker_forward", "reranker_backward"},
     "losses": {"supervised_forward", "supervised_backward", "kl_distill_forward", "kl_distill_backward",
                "emdr_forward", "emdr_backward", "pdist_teacher", "loop_teacher", "adist_teacher"},
     "gumbel_reranking": {"gumbel_reranking_loss", "gumbel_reranking_step", "rerank", "reader_memory_of"},
     "estimators": set(ESTIMATOR_CASES),
+    "objective": {"subset_loss_table", "exact_objective_loss", "rloo_objective_loss", "objective_step"},
+    "hard_subsets": {"subset_nll"},
     "optim": {"adam_init", "adam_step", "global_norm"},
 }
 NOT_ON_DEVICE = {  # public functions of these modules that take no arrays to compute on
