@@ -26,7 +26,7 @@ lacks, or that is not listed yet, is an ``AttributeError`` that says so.
 Enough of ``cupy.cuda`` (``Device(i).id``, ``x.device.id``, ``Device().pci_bus_id``, ``runtime.getDeviceCount``,
 ``getDeviceProperties``, ``runtimeGetVersion``, ``driverGetVersion``, ``Event``, ``Stream``,
 ``get_elapsed_time``), of ``cupy.random`` and of ``cupyx.profiler.benchmark`` exists for ``mini_gumbel.backend``,
-``mini_gumbel.timing.gpu_time``, ``bench/sec_cupy.py`` and notebook 10. Its "GPU times" are host clock readings
+``mini_gumbel.timing.gpu_time``, ``bench/sec_cupy.py`` and notebook 11. Its "GPU times" are host clock readings
 of NumPy code: they mean nothing, and nothing should be read into them.
 
 Counting transfers. Every device->host transfer or synchronisation is counted: ``.get()``, ``cupy.asnumpy``,
@@ -619,7 +619,7 @@ random = types.SimpleNamespace(
 
 
 # ---------------------------------------------------------------------------------------------------------
-# cupy.cuda and cupyx.profiler: enough for backend, timing.gpu_time, bench/sec_cupy.py and notebook 10
+# cupy.cuda and cupyx.profiler: enough for backend, timing.gpu_time, bench/sec_cupy.py and notebook 11
 
 
 class _Event:

@@ -17,7 +17,7 @@ Each case runs a function on NumPy inputs and on device copies of them, and chec
   ``bool(xp.all(...))``, one each); the number of those synchronisations must not grow with the batch, the
   number of documents, the sequence length or the number of layers (``test_syncs_do_not_grow_with_the_sizes``).
 
-The bench's CuPy section and notebook 10's CuPy cells also run here at a tiny size; on the stand-in their
+The bench's CuPy section and notebook 11's CuPy cells also run here at a tiny size; on the stand-in their
 "GPU times" are host clock readings of NumPy code and mean nothing. Speed, and CUDA kernels' round-off, only a
 real GPU can tell: ``tools/gpu_check.sh``.
 """
@@ -1106,7 +1106,7 @@ def test_planted_sync_in_a_loop_fails_a_device_test(cp, monkeypatch, dataset):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# the bench's CuPy section and notebook 10's CuPy cells, at a tiny size (their timings here mean nothing)
+# the bench's CuPy section and notebook 11's CuPy cells, at a tiny size (their timings here mean nothing)
 
 
 @gpu
@@ -1135,7 +1135,7 @@ def test_bench_cupy_section_runs(cp, monkeypatch):
     assert "## 5. NumPy vs CuPy" in "\n".join(sec_cupy.markdown(sec, env))
 
 
-NB10 = ROOT / "notebooks" / "10_backends_and_timing.ipynb"
+NB11 = ROOT / "notebooks" / "11_backends_and_timing.ipynb"
 
 
 @gpu
@@ -1146,10 +1146,10 @@ def test_notebook_10_cupy_cells_run(cp, tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
-    nb = nbformat.read(NB10, as_version=4)
+    nb = nbformat.read(NB11, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     keep = [code[0]] + [c for c in code[1:] if "HAVE_GPU" in c.source]
-    assert len(keep) >= 4, "notebook 10 has fewer CuPy cells than this test expects"
+    assert len(keep) >= 4, "notebook 11 has fewer CuPy cells than this test expects"
     cells = keep
     if on_standin(cp):
         boot = ("import sys; sys.path.insert(0, %r); import device_standin; device_standin.install()\n"

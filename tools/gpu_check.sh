@@ -9,7 +9,7 @@
 #    differentiable path, <= 1e-12 in float64),
 # 3. runs the bench's CuPy section at full size (`bench/run.py --only cupy --threads $(nproc)`: NumPy on every
 #    core, BENCH_THREADS to change it), the >= 20x speed-up target,
-# 4. executes notebook 10 (NumPy vs CuPy, timings) at full size, into the output folder (the committed copy is
+# 4. executes notebook 11 (NumPy vs CuPy, timings) at full size, into the output folder (the committed copy is
 #    not touched),
 # 5. prints a summary: the device, the versions, the tests, every speed-up and the target.
 #
@@ -71,16 +71,16 @@ fi
 bench_rc=$?
 [ $bench_rc -eq 0 ] || status=1
 
-step "notebook 10 ($NB_SIZE size)"
+step "notebook 11 ($NB_SIZE size)"
 MINI_GUMBEL_NB_SIZE=$NB_SIZE DRY="$DRY" OUT="$OUT" timeout 60 "$PY" - <<'EOF'
 import os, sys
 import nbclient, nbformat
-nb = nbformat.read("notebooks/10_backends_and_timing.ipynb", as_version=4)
+nb = nbformat.read("notebooks/11_backends_and_timing.ipynb", as_version=4)
 if os.environ["DRY"]:
     boot = f"import sys; sys.path.insert(0, {os.path.abspath('tests')!r}); import device_standin; device_standin.install()"
     nb.cells.insert(0, nbformat.v4.new_code_cell(boot))
 nbclient.NotebookClient(nb, timeout=55, kernel_name="python3", resources={"metadata": {"path": "notebooks"}}).execute()
-out = os.path.join(os.environ["OUT"], "10_backends_and_timing.executed.ipynb")
+out = os.path.join(os.environ["OUT"], "11_backends_and_timing.executed.ipynb")
 nbformat.write(nb, out)
 text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
 for line in text.splitlines():
