@@ -35,8 +35,8 @@ import numpy as np
 import pytest
 
 import reader_batches
-from mini_gumbel import (estimators, gumbel, gumbel_reranking, hard_subsets, losses, objective, ops, optim, reader,
-                         reranker, two_pass_reader)
+from mini_gumbel import (estimators, gumbel, gumbel_reranking, hard_subsets, listwise_reranker, losses, objective, ops,
+                         optim, reader, reranker, two_pass_reader)
 from mini_gumbel.backend import asarray_on, get_xp, is_cupy
 from mini_gumbel.data import DataConfig, make_dataset
 from mini_gumbel.experiment.configs import default_reader_config
@@ -535,6 +535,23 @@ def test_reranker_on_device(cp, dataset):
 
 
 @gpu
+def test_listwise_reranker_on_device(cp, dataset):
+    """The set-aware reranker away from its initialisation (U, a != 0), with padded candidates."""
+    b = dataset.train.batch(np.arange(5))
+    valid = np.ones(b.docs.shape[:2], bool)
+    valid[1, -2:] = valid[3, 1:] = False  # row 3: one candidate, no context
+    rng = np.random.default_rng(5)
+    P = listwise_reranker.init_listwise_reranker(len(dataset.vocab), 8, 2, init="random")
+    P["U"], P["a"] = rows(rng, 8, 8), 0.5 * rows(rng, 8)
+
+    def run(P, q, docs, valid, dscores):
+        s, c = listwise_reranker.listwise_reranker_forward(P, q, docs, valid=valid, beta=1.5)
+        return s, listwise_reranker.listwise_reranker_backward(dscores, c)
+
+    check(cp, run, P, b.question, b.docs, valid, rows(rng, *valid.shape))
+
+
+@gpu
 @pytest.mark.parametrize("relaxation", gumbel.RELAXATIONS)
 @pytest.mark.parametrize("reader_kind", ["two_pass", "fid"])
 @pytest.mark.parametrize("use_memory", [False, True], ids=["memory=None", "memory"])
@@ -1030,6 +1047,7 @@ COVERED = {
                         "two_pass_backward", "two_pass_decode", "two_pass_first_hop", "two_pass_memory",
                         "select_docs"},
     "reranker": {"reranker_forward", "reranker_backward"},
+    "listwise_reranker": {"listwise_reranker_forward", "listwise_reranker_backward"},
     "losses": {"supervised_forward", "supervised_backward", "kl_distill_forward", "kl_distill_backward",
                "emdr_forward", "emdr_backward", "pdist_teacher", "loop_teacher", "adist_teacher"},
     "gumbel_reranking": {"gumbel_reranking_loss", "gumbel_reranking_step", "rerank", "reader_memory_of"},
@@ -1041,6 +1059,7 @@ COVERED = {
 NOT_ON_DEVICE = {  # public functions of these modules that take no arrays to compute on
     "reader": {"param_shapes", "mask_range", "init_reader"},  # parameters are made on the host, then copied
     "reranker": {"init_reranker"},
+    "listwise_reranker": {"init_listwise_reranker"},
     "optim": {"state_to_arrays", "state_from_arrays"},  # checkpoint plumbing (host files)
 }
 
