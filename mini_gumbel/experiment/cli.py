@@ -34,7 +34,9 @@ from .cache import default_cache_dir, load_or_train_reader, reader_folder  # noq
 from .configs import DEMO_METHODS, METHODS, READERS, RerankConfig, TrainReaderConfig, default_configs, quick_configs  # noqa: E402
 from .demo import default_demo_out, run_demo  # noqa: E402
 from .evaluate import format_em_table  # noqa: E402
-from .sweep import KAPPA_STDS, OBJECTIVE_KAPPA_STDS, SAMPLES, SWEPT, TAUS, run_sweep  # noqa: E402
+from .rankers import RERANKERS  # noqa: E402
+from .sweep import (KAPPA_STDS, OBJECTIVE_KAPPA_STDS, OBJECTIVE_KAPPA_STDS_LISTWISE, SAMPLES, SWEPT, TAUS,  # noqa: E402
+                    run_sweep)
 
 __all__ = ["main", "build_parser"]
 
@@ -191,6 +193,9 @@ def demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reader", choices=READERS, default="two_pass",
                    help="two_pass: the reader that reads the bridge and answer documents together; fid: the "
                    "one-pass control that cannot use the bridge")
+    p.add_argument("--reranker", choices=RERANKERS, default=argparse.SUPPRESS,
+                   help="the model every method trains: bilinear (default; each document scored alone, the paper's "
+                   "kind) or listwise (one interaction round with the other candidates, its own tuned values)")
     p.add_argument("--no-tuned", dest="tuned", action="store_false",
                    help="the baselines at Atlas's defaults only, not at the values `mini-gumbel sweep --method` chose")
     p.add_argument("--atlas-defaults", action="store_true",
@@ -201,7 +206,7 @@ def demo_arguments(p: argparse.ArgumentParser) -> None:
 
 def demo_run(args, parser) -> int:
     over = {name: getattr(args, name) for name in ("steps", "tau", "kappa", "relaxation", "exact_kappa", "rloo_kappa",
-                                                "samples")
+                                                "samples", "reranker")
             if hasattr(args, name)}
     if args.no_noise:
         over["noise"] = False
@@ -236,8 +241,13 @@ def sweep_arguments(p: argparse.ArgumentParser) -> None:
                    help="Gumbel Reranking's temperatures τ to try")
     p.add_argument("--kappa-stds", type=positive_float, nargs="+", default=list(KAPPA_STDS),
                    help="Gumbel Reranking's targets for κ·std(w); κ is derived from the untrained scores' spread")
-    p.add_argument("--objective-kappa-stds", type=positive_float, nargs="+", default=list(OBJECTIVE_KAPPA_STDS),
-                   help="exact and rloo: the targets for κ·std(w) of the hard-set sampler")
+    p.add_argument("--objective-kappa-stds", type=positive_float, nargs="+", default=None,
+                   help=f"exact and rloo: the targets for κ·std(w) of the hard-set sampler (default: "
+                   f"{' '.join(f'{x:g}' for x in OBJECTIVE_KAPPA_STDS)}; listwise reranker: "
+                   f"{' '.join(f'{x:g}' for x in OBJECTIVE_KAPPA_STDS_LISTWISE)})")
+    p.add_argument("--reranker", choices=RERANKERS, default="bilinear",
+                   help="the model that trains: bilinear (each document scored alone, the paper's kind) or listwise "
+                   "(one interaction round with the other candidates)")
     p.add_argument("--samples", type=positive_int, nargs="+", default=list(SAMPLES),
                    help="rloo: the numbers of hard sets sampled per example to try (each at least 2)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
@@ -250,8 +260,9 @@ def sweep_run(args, parser) -> int:
                    f"sweep points are not saved until the sweep ends")
     run_sweep(out=args.out, method=args.method, quick=args.quick, seed=args.seed, data_seed=args.data_seed,
               taus=tuple(args.taus), kappa_stds=tuple(args.kappa_stds),
-              objective_kappa_stds=tuple(args.objective_kappa_stds), samples=tuple(args.samples),
-              relaxation=args.relaxation, reader=args.reader, progress=_progress(args))
+              objective_kappa_stds=None if args.objective_kappa_stds is None else tuple(args.objective_kappa_stds),
+              samples=tuple(args.samples), relaxation=args.relaxation, reranker=args.reranker, reader=args.reader,
+              progress=_progress(args))
     return 0
 
 

@@ -20,9 +20,11 @@ from ..gumbel import RELAXATIONS
 from ..reader import ReaderConfig
 from ..two_pass_reader import READ_PREFIX
 from ..validate import check_bool, check_choice, check_int, check_real, fail
+from .rankers import RERANKERS
 
 __all__ = ["MODES", "METHODS", "DEMO_METHODS", "OWN_FIELDS", "GUMBEL_ITERATIVE", "RLOO_SCORES", "READERS",
-           "FID_MODE_PROBS", "TUNED", "TrainReaderConfig", "RerankConfig", "ExperimentConfig", "fid_train_config",
+           "FID_MODE_PROBS", "TUNED", "LISTWISE_DEFAULTS", "TUNED_LISTWISE", "RERANKER_DEFAULTS",
+           "TUNED_BY_RERANKER", "RERANKERS", "TrainReaderConfig", "RerankConfig", "ExperimentConfig", "fid_train_config",
            "default_reader_config", "default_configs", "quick_configs", "config_hash"]
 
 # the document sets the reader is trained on (mini_gumbel.experiment.train_reader.document_masks)
@@ -114,6 +116,7 @@ class RerankConfig:
     lr: float = 1e-2
     clip_norm: float = 1.0
     dim: int = 64  # reranker embedding width D
+    reranker: str = "bilinear"  # which model trains, from RERANKERS: the bilinear one or the set-aware listwise one
     init: str = "lexical"  # "lexical" (the sensible prior) or "random"
     k: int = 5  # documents kept at inference (and in the relaxed mask)
     eval_every: int = 25  # dev metrics for the learning curves
@@ -159,6 +162,7 @@ class RerankConfig:
         check_choice(fn, "relaxation", self.relaxation, RELAXATIONS)
         check_choice(fn, "tau_schedule", self.tau_schedule, ("constant", "linear"))
         check_choice(fn, "init", self.init, ("lexical", "random"))
+        check_choice(fn, "reranker", self.reranker, RERANKERS)
         check_choice(fn, "emdr_per", self.emdr_per, ("token", "sequence"))
         check_choice(fn, "adist_mode", self.adist_mode, ("atlas", "fid"))
         check_choice(fn, "supervised_form", self.supervised_form, ("each", "any"))
@@ -192,6 +196,15 @@ TUNED: dict = {
 # (`mini-gumbel sweep --method gumbel --relaxation iterative`, the same budget and rule: tau = 0.1,
 # kappa * std(w) = 1, dev Recall@5 83.6).
 GUMBEL_ITERATIVE: dict = {"relaxation": "iterative", "tau": 0.1, "kappa": 1.358}
+
+
+# The set-aware (listwise) reranker's values, chosen by the same sweeps run with `--reranker listwise` (the same rule;
+# κ·std(w) ∈ {0.5, 1, 2} for exact and rloo): its methods' own values, and its baselines' tuned rows.
+LISTWISE_DEFAULTS: dict = {"reranker": "listwise"}
+TUNED_LISTWISE: dict = dict(TUNED)
+# per reranker: the RerankConfig values its methods train with, and its baselines' tuned values
+RERANKER_DEFAULTS: dict = {"bilinear": {}, "listwise": LISTWISE_DEFAULTS}
+TUNED_BY_RERANKER: dict = {"bilinear": TUNED, "listwise": TUNED_LISTWISE}
 
 
 class ExperimentConfig(NamedTuple):

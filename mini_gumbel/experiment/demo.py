@@ -25,7 +25,8 @@ import numpy as np
 from ..atomic import atomic_open, atomic_write_json, atomic_write_text
 from ..data import make_dataset
 from .cache import load_or_train_reader
-from .configs import DEMO_METHODS, GUMBEL_ITERATIVE, METHODS, OWN_FIELDS, TUNED, config_hash, default_configs, quick_configs
+from .configs import (DEMO_METHODS, GUMBEL_ITERATIVE, OWN_FIELDS, RERANKER_DEFAULTS, TUNED_BY_RERANKER, config_hash,
+                      default_configs, quick_configs)
 from .evaluate import evaluate_ranker, format_em_table, format_table, mean_std
 from .train_reranker import compute_teachers, train_reranker
 
@@ -74,16 +75,19 @@ def demo_variants(methods, rerank_cfg, overrides: dict | None = None, *, tuned: 
     baseline in TUNED gets the row "<method> (tuned)" with the values `mini-gumbel sweep --method` chose on the
     dev split under the same budget and rule as everyone's, and its Atlas-default row only with
     ``atlas_defaults``. Gumbel Reranking, unless its own fields are overridden, also gets the row
-    "gumbel (relaxation=iterative)" at the values its own sweep chose (configs.GUMBEL_ITERATIVE)."""
+    "gumbel (relaxation=iterative)" at the values its own sweep chose (configs.GUMBEL_ITERATIVE; the bilinear
+    reranker only). The tuned values are those of the config's reranker (configs.TUNED_BY_RERANKER)."""
     overrides = overrides or {}
+    tuned_values = TUNED_BY_RERANKER[rerank_cfg.reranker]
     out = []
     for m in methods:
-        tuned_row = tuned and m in TUNED
+        tuned_row = tuned and m in tuned_values
         if atlas_defaults or not tuned_row:
             out.append((run_label(m, overrides), m, rerank_cfg))
         if tuned_row:
-            out.append((f"{m} (tuned)", m, rerank_cfg.replace(**TUNED[m])))
-        if m == "gumbel" and not any(name in OWN_FIELDS["gumbel"] for name in overrides):
+            out.append((f"{m} (tuned)", m, rerank_cfg.replace(**tuned_values[m])))
+        if (m == "gumbel" and rerank_cfg.reranker == "bilinear"
+                and not any(name in OWN_FIELDS["gumbel"] for name in overrides)):
             out.append(("gumbel (relaxation=iterative)", m, rerank_cfg.replace(**GUMBEL_ITERATIVE)))
     return out
 
@@ -101,8 +105,9 @@ def run_demo(*, out: Path, seeds=(0,), methods=DEMO_METHODS, quick=False, data_s
     (out / "runs").mkdir(parents=True, exist_ok=True)
     bar = progress_bar() if progress else None
     data_cfg, reader_cfg, train_cfg, rerank_cfg = quick_configs(reader) if quick else default_configs(reader)
-    if rerank_overrides:
-        rerank_cfg = rerank_cfg.replace(**rerank_overrides)
+    if rerank_overrides:  # a reranker's own defaults (configs.RERANKER_DEFAULTS) first, then the overrides
+        kind = rerank_overrides.get("reranker", rerank_cfg.reranker)
+        rerank_cfg = rerank_cfg.replace(**{**RERANKER_DEFAULTS[kind], **rerank_overrides})
     k = rerank_cfg.k
     if quick:
         log("--quick: a smoke test of every code path at toy size; its numbers mean nothing")

@@ -11,7 +11,7 @@ from .. import metrics
 from ..data import GOLD_BRIDGE, TARGET, Dataset
 from ..gumbel import topk_mask
 from ..reader import ReaderConfig
-from ..reranker import reranker_forward
+from .rankers import ranker_forward
 from ..validate import check_int, check_type
 from ..gumbel_reranking import reader_memory_of
 from .readers import no_doc_batch, predict, reader_inputs
@@ -149,7 +149,7 @@ def score_all(params, data, *, chunk: int = 256, pad_id: int = 0):
     out = []
     for idx in batches(len(data), chunk):
         b = data.batch(idx)
-        s, _ = reranker_forward(params, b.question, b.docs, pad_id=pad_id)
+        s, _ = ranker_forward(params, b.question, b.docs, pad_id=pad_id)
         out.append(np.asarray(s))
     return np.concatenate(out, axis=0)
 

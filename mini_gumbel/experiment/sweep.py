@@ -23,6 +23,7 @@ from ..gumbel import RELAXATIONS
 from ..validate import check_choice, fail
 from .cache import load_or_train_reader
 from .configs import default_configs, quick_configs
+from .rankers import RERANKERS
 from .demo import progress_bar
 from .evaluate import score_all
 from .train_reranker import compute_teachers, initial_reranker, train_reranker
@@ -32,6 +33,7 @@ __all__ = ["run_sweep", "grid", "SWEPT", "TAUS", "KAPPA_STDS", "OBJECTIVE_KAPPA_
 TAUS = (0.03, 0.1, 0.3, 1.0)
 KAPPA_STDS = (1.0, 2.0, 5.0)  # κ·std(w) targets of Gumbel Reranking
 OBJECTIVE_KAPPA_STDS = (0.5, 1.0, 2.0, 5.0)  # κ·std(w) targets of the exact objective and RLOO
+OBJECTIVE_KAPPA_STDS_LISTWISE = (0.5, 1.0, 2.0)  # the same for the listwise reranker (5 hurt the bilinear one)
 SAMPLES = (4, 16)  # RLOO's sampled sets per example
 TEACHER_TAUS = (0.01, 0.1, 1.0)  # τ_s and τ_g of the distillation baselines, 0.01 being Atlas's default
 SWEPT = ("gumbel", "exact", "rloo", "pdist", "emdr", "loop", "adist")  # supervised has nothing to choose
@@ -55,21 +57,28 @@ def grid(method: str, w_std: float, taus=TAUS, kappa_stds=KAPPA_STDS, objective_
     fail("grid", "method", method, f"one of {', '.join(SWEPT)} (supervised is not swept)")
 
 
-def sweep_name(method: str, relaxation: str = "max") -> str:
-    """The sweep's file stem: sweep-gumbel (the paper's max), sweep-gumbel-iterative, sweep-rloo, ..."""
-    return f"sweep-{method}" + (f"-{relaxation}" if method == "gumbel" and relaxation != "max" else "")
+def sweep_name(method: str, relaxation: str = "max", reranker: str = "bilinear") -> str:
+    """The sweep's file stem: sweep-gumbel (the paper's max), sweep-gumbel-iterative, sweep-rloo, sweep-rloo-listwise..."""
+    return (f"sweep-{method}" + (f"-{relaxation}" if method == "gumbel" and relaxation != "max" else "")
+            + (f"-{reranker}" if reranker != "bilinear" else ""))
 
 
 def run_sweep(*, out: Path, method: str = "gumbel", quick=False, seed=0, data_seed=0, taus=TAUS,
-              kappa_stds=KAPPA_STDS, objective_kappa_stds=OBJECTIVE_KAPPA_STDS, samples=SAMPLES,
-              relaxation: str = "max", reader: str = "two_pass", progress=True, log=print) -> dict:
+              kappa_stds=KAPPA_STDS, objective_kappa_stds=None, samples=SAMPLES, relaxation: str = "max",
+              reranker: str = "bilinear", reader: str = "two_pass", progress=True, log=print) -> dict:
     """Train ``method`` at every point of grid(method) with the demo's seed and steps; choose the best dev
     Recall@K (ties: the higher dev indirect Recall@K), a rule fixed before anything runs. The test split
-    is never looked at. ``relaxation`` (gumbel only): the relaxed top-K operator the 12 points train with."""
+    is never looked at. ``relaxation`` (gumbel only): the relaxed top-K operator the 12 points train with.
+    ``reranker``: the model that trains (experiment.rankers); objective_kappa_stds=None is OBJECTIVE_KAPPA_STDS for
+    the bilinear reranker and OBJECTIVE_KAPPA_STDS_LISTWISE for the listwise one."""
     t0 = time.perf_counter()
     check_choice("run_sweep", "method", method, SWEPT)
     check_choice("run_sweep", "relaxation", relaxation, RELAXATIONS)
     data_cfg, reader_cfg, train_cfg, rerank_cfg = quick_configs(reader) if quick else default_configs(reader)
+    check_choice("run_sweep", "reranker", reranker, RERANKERS)
+    rerank_cfg = rerank_cfg.replace(reranker=reranker)
+    if objective_kappa_stds is None:
+        objective_kappa_stds = OBJECTIVE_KAPPA_STDS_LISTWISE if reranker == "listwise" else OBJECTIVE_KAPPA_STDS
     if method == "gumbel":
         rerank_cfg = rerank_cfg.replace(relaxation=relaxation)
     splits = make_dataset(data_cfg, seed=data_seed)
@@ -104,9 +113,11 @@ def run_sweep(*, out: Path, method: str = "gumbel", quick=False, seed=0, data_se
             f"indirect {dev[f'indirect_recall@{k}']:.3f}")
     best = max(rows, key=lambda r: (r[f"dev_recall@{k}"], r[f"dev_indirect_recall@{k}"]))
     result = {"method": method, "relaxation": rerank_cfg.relaxation if method == "gumbel" else None,
+              "reranker": reranker,
               "reader_kind": reader, "k": k, "seed": seed, "data_seed": data_seed,
               "std_untrained_scores": w_std, "rows": rows, "best": best, "seconds": time.perf_counter() - t0}
-    title = method + (f" (relaxation={relaxation})" if method == "gumbel" and relaxation != "max" else "")
+    title = method + (f" (relaxation={relaxation})" if method == "gumbel" and relaxation != "max" else "") + (
+        f", {reranker} reranker" if reranker != "bilinear" else "")
     md = [f"| {title}: point | dev Recall@{k} | dev indirect Recall@{k} | training s |", "|---|---:|---:|---:|"]
     for r in rows:
         mark = " **(chosen)**" if r is best else ""
@@ -116,7 +127,7 @@ def run_sweep(*, out: Path, method: str = "gumbel", quick=False, seed=0, data_se
               f"{seed}, data seed {data_seed}, {reader} reader; std of the untrained scores within a question "
               f"{w_std:.4f}.")
     out = Path(out)
-    stem = sweep_name(method, relaxation)
+    stem = sweep_name(method, relaxation, reranker)
     atomic_write_json(out / f"{stem}.json", result)
     atomic_write_text(out / f"{stem}.md", "\n".join(md) + "\n")
     log("\n" + "\n".join(md))

@@ -1,4 +1,4 @@
-"""Train the bilinear reranker against a frozen reader: Gumbel Reranking, the objective it relaxes (estimated
+"""Train a reranker (the bilinear one, or the set-aware listwise one: experiment.rankers) against a frozen reader: Gumbel Reranking, the objective it relaxes (estimated
 exactly and by REINFORCE), and the five baselines.
 
 Every method trains the same reranker (same init, same Adam, same steps, same batches for a given seed)
@@ -44,10 +44,10 @@ from ..gumbel_reranking import gumbel_reranking_loss, reader_memory_of
 from ..objective import exact_objective_loss, rloo_objective_loss
 from ..reader import ReaderMemory
 from ..optim import adam_init, adam_step
-from ..reranker import init_reranker, reranker_backward, reranker_forward
 from ..validate import check_bool, check_choice, check_seed
 from .configs import METHODS, RerankConfig
 from .evaluate import batches, evaluate_ranker
+from .rankers import init_ranker, ranker_backward, ranker_forward
 from .readers import answer_nll, final_read_attention, one_doc_logprobs, reader_inputs
 
 __all__ = ["RerankRun", "Method", "REGISTRY", "StepInputs", "compute_teachers", "method_loss", "initial_reranker",
@@ -246,8 +246,8 @@ def _seeds(seed: int):
 def initial_reranker(seed: int, vocab_size: int, cfg: RerankConfig, *, dtype=np.float64) -> dict:
     """The reranker train_reranker(seed=seed) starts from (the same for every method): where the sweep
     measures std(w) for its κ grid."""
-    return init_reranker(vocab_size, cfg.dim, _seeds(check_seed("initial_reranker", seed))[0], dtype=dtype,
-                         init=cfg.init)
+    return init_ranker(cfg.reranker, vocab_size, cfg.dim, _seeds(check_seed("initial_reranker", seed))[0],
+                       dtype=dtype, init=cfg.init)
 
 
 def train_reranker(method: str, reader_params, reader_cfg, train, dev, cfg: RerankConfig, *, seed: int,
@@ -262,7 +262,7 @@ def train_reranker(method: str, reader_params, reader_cfg, train, dev, cfg: Rera
     measure its gradient against the exact one along a run); it must not change ``params``."""
     check_choice("train_reranker", "method", method, METHODS)
     init_seed, batch_seed, noise_seed = _seeds(check_seed("train_reranker", seed))
-    params = init_reranker(vocab_size, cfg.dim, init_seed, dtype=dtype, init=cfg.init)
+    params = init_ranker(cfg.reranker, vocab_size, cfg.dim, init_seed, dtype=dtype, init=cfg.init)
     init_params = {k: v.copy() for k, v in params.items()}
     n = min(cfg.n_train, len(train))
     train = train.batch(np.arange(n))
@@ -288,10 +288,10 @@ def train_reranker(method: str, reader_params, reader_cfg, train, dev, cfg: Rera
         idx = order[pos:pos + cfg.batch_size]
         pos += cfg.batch_size
         b = train.batch(idx)
-        scores, rcache = reranker_forward(params, b.question, b.docs, pad_id=reader_cfg.pad_id)
+        scores, rcache = ranker_forward(params, b.question, b.docs, pad_id=reader_cfg.pad_id)
         loss, dscores = spec.loss(scores, StepInputs(b, _rows(pre, idx), reader_params, reader_cfg, noise_rng, step),
                                   cfg)
-        grads = reranker_backward(dscores, rcache)
+        grads = ranker_backward(dscores, rcache)
         params, state, _ = adam_step(params, grads, state, lr=cfg.lr, clip_norm=cfg.clip_norm)
         if step % cfg.eval_every == 0 or step == cfg.steps:
             history.append({"step": step, "loss": float(loss), "dev": evaluate_ranker(params, dev, cfg.k)})
