@@ -199,9 +199,16 @@ GUMBEL_ITERATIVE: dict = {"relaxation": "iterative", "tau": 0.1, "kappa": 1.358}
 
 
 # The set-aware (listwise) reranker's values, chosen by the same sweeps run with `--reranker listwise` (the same rule;
-# κ·std(w) ∈ {0.5, 1, 2} for exact and rloo): its methods' own values, and its baselines' tuned rows.
-LISTWISE_DEFAULTS: dict = {"reranker": "listwise"}
-TUNED_LISTWISE: dict = dict(TUNED)
+# κ·std(w) ∈ {0.5, 1, 2} for exact and rloo; docs/results/sweep-*-listwise.md): Gumbel Reranking tau = 0.1,
+# kappa * std(w) = 1 (dev Recall@5 85.6); exact kappa * std(w) = 0.5 (98.2); rloo kappa * std(w) = 0.5, m = 16 (97.5).
+LISTWISE_DEFAULTS: dict = {"reranker": "listwise", "tau": 0.1, "kappa": 1.358, "exact_kappa": 0.679,
+                           "rloo_kappa": 0.679, "samples": 16}
+TUNED_LISTWISE: dict = {
+    'pdist': {'tau_g': 1.0, 'tau_s': 0.01},
+    'emdr': {'emdr_per': 'sequence', 'tau_s': 0.01},
+    'loop': {'tau_g': 1.0, 'tau_s': 1.0},
+    'adist': {'tau_g': 0.01, 'tau_s': 0.1},
+}
 # per reranker: the RerankConfig values its methods train with, and its baselines' tuned values
 RERANKER_DEFAULTS: dict = {"bilinear": {}, "listwise": LISTWISE_DEFAULTS}
 TUNED_BY_RERANKER: dict = {"bilinear": TUNED, "listwise": TUNED_LISTWISE}
