@@ -22,13 +22,13 @@ pytest.importorskip("ipykernel")
 NB_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
 CELL_TIMEOUT_S = 240
-N_NOTEBOOKS = 10
+N_NOTEBOOKS = 12
 METHOD_DOC = NB_DIR.parent / "docs" / "method.md"
 BLAS_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 SILENT_CELL_S = 15  # a committed cell that ran longer than this must have shown progress
 
 
-def test_the_series_is_numbered_one_to_ten():
+def test_the_series_is_numbered_one_to_twelve():
     assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(1, N_NOTEBOOKS + 1)], [p.name for p in NOTEBOOKS]
     readme = (NB_DIR / "README.md").read_text()
     for p in NOTEBOOKS:
