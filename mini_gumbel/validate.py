@@ -19,16 +19,27 @@ import numpy as np
 
 from .backend import get_xp, is_cupy, unbox
 
-__all__ = ["fail", "check_type", "check_int", "check_real", "check_choice", "check_bool", "check_array",
+__all__ = ["ABSENT", "fail", "check_type", "check_int", "check_real", "check_choice", "check_bool", "check_array",
            "check_token_ids", "check_scores", "check_float_dtype", "check_cache", "check_dloss", "check_seed", "show"]
 
 
 def show(value: Any) -> str:
-    """A short repr for messages: arrays by shape and dtype, everything else by repr (cut at 60 chars)."""
+    """A short repr for messages: arrays by shape and dtype, classes by name (``numpy.float16``), everything
+    else by repr (cut at 60 chars). Never raises: it runs while an error is being raised, on anything."""
+    try:
+        return _show(value)
+    except Exception:  # a repr that raises, a broken __array__ ...: name the type and go on
+        return f"<a {type(value).__name__}>"
+
+
+def _show(value: Any) -> str:
     v = unbox(value)
     if isinstance(v, np.dtype):
         return str(v)
-    if hasattr(v, "shape") and hasattr(v, "dtype") and getattr(v, "ndim", 0) > 0:
+    if isinstance(v, type):  # a class (np.float16, int): its class attributes are descriptors, not values
+        return v.__name__ if v.__module__ == "builtins" else f"{v.__module__.split('.')[0]}.{v.__qualname__}"
+    ndim = getattr(v, "ndim", 0)
+    if hasattr(v, "shape") and hasattr(v, "dtype") and isinstance(ndim, numbers.Integral) and ndim > 0:
         return f"<array shape={tuple(v.shape)} dtype={v.dtype}>"
     r = repr(v)
     r = r if len(r) <= 60 else r[:57] + "..."
@@ -194,9 +205,20 @@ def check_token_ids(fn: str, name: str, ids: Any, *, ndim: int, vocab_size: int)
     return raw
 
 
-def check_scores(fn: str, scores: Any, k: int | None = None):
+class _Absent:
+    """The default of an argument that is checked only when given: None itself is a value (and an error)."""
+
+    def __repr__(self) -> str:
+        return "<not given>"
+
+
+ABSENT = _Absent()
+
+
+def check_scores(fn: str, scores: Any, k: Any = ABSENT):
     """Scores (..., N) of a float dtype: finite, or -inf for padded candidates; NaN and +inf are errors.
-    With ``k``: an int in [1, N] and every row with at least k finite entries. Returns (raw scores, k)."""
+    With ``k`` (any value passed, None included): an int in [1, N] and every row with at least k finite
+    entries. Returns (raw scores, k), k None when it was not given."""
     raw = unbox(scores)
     if isinstance(raw, np.generic):
         raw = np.asarray(raw)
@@ -207,7 +229,9 @@ def check_scores(fn: str, scores: Any, k: int | None = None):
     if raw.dtype.kind != "f":
         fail(fn, "scores.dtype", raw.dtype, "a floating dtype (float64 or float32)", TypeError)
     n = raw.shape[-1]
-    if k is not None:
+    if k is ABSENT:
+        k = None
+    else:
         if isinstance(k, bool) or not isinstance(k, numbers.Integral):
             fail(fn, "k", k, f"an int with 1 <= k <= N={n}", TypeError)
         if not 1 <= int(k) <= n:
