@@ -20,7 +20,7 @@ import numpy as np
 from .backend import get_xp, is_cupy, unbox
 
 __all__ = ["ABSENT", "fail", "check_type", "check_int", "check_real", "check_choice", "check_bool", "check_array",
-           "check_token_ids", "check_scores", "check_float_dtype", "check_cache", "check_dloss", "check_seed", "show"]
+           "check_token_ids", "check_scores", "check_finite_output", "check_float_dtype", "check_cache", "check_dloss", "check_seed", "show"]
 
 
 def show(value: Any) -> str:
@@ -150,9 +150,13 @@ def check_dloss(fn: str, dloss: Any, name: str = "dloss"):
 
 
 def check_float_dtype(fn: str, name: str, dtype, allowed=(np.float32, np.float64)) -> np.dtype:
+    """One of the ``allowed`` dtypes, given as anything numpy.dtype() reads except None (which it would read
+    as float64)."""
     try:
+        if dtype is None:
+            raise TypeError
         dt = np.dtype(dtype)
-    except TypeError:
+    except (TypeError, ValueError):  # ValueError: np.dtype((int, -1)) and other malformed specifications
         fail(fn, name, dtype, "a floating dtype (numpy.float32 or numpy.float64)", TypeError)
     if dt not in [np.dtype(a) for a in allowed]:
         fail(fn, name, dtype, f"one of {[np.dtype(a).name for a in allowed]}", TypeError)
@@ -248,3 +252,19 @@ def check_scores(fn: str, scores: Any, k: Any = ABSENT):
                 fail(fn, "scores", scores, f"at least k={k} finite (non-padded) candidates in every row "
                      f"(a row has {n_finite})")
     return raw, k
+
+
+def check_finite_output(fn: str, out: Any, params: dict, name: str = "loss"):
+    """Nothing when ``out`` (a loss, logits) is all finite. Otherwise the first parameter of ``params`` (a dict
+    of arrays) that is not finite is named, or, when they all are, ``out`` itself.
+
+    For models whose parameters are too many to scan on every call: the output is scanned instead (one value
+    for a loss), and only a non-finite output pays for the scan. A NaN parameter that reaches no output
+    changes nothing; one that does is this error instead of a NaN loss."""
+    o = unbox(out)
+    xp = get_xp(o)
+    if bool(xp.all(xp.isfinite(o))):
+        return
+    for k, v in unbox(params).items():
+        check_array(fn, f"params[{k!r}]", v, finite=True)
+    fail(fn, name, out, f"a finite {name} (every parameter is finite)")
