@@ -61,6 +61,8 @@ from .validate import check_array, check_cache, check_choice, check_real, check_
 
 __all__ = [
     "RELAXATIONS",
+    "check_tau_kappa",
+    "tau_kappa_issue",
     "RelaxedTopKCache",
     "gumbel_noise",
     "topk_mask",
@@ -141,25 +143,54 @@ def _check_values(fn: str, x, scores, k: int, noise, xp):
         check_array(fn, "noise", noise, finite=True)
 
 
-def _key_scales(fn: str, tau: float, kappa: float, dtype):
-    """(κ/u, 1/u, u/τ) for the keys x = (κ w + G)/u (module docstring, "Numerics"), u = 2**e the power of 2
-    in (2 max(κ, 1), 4 max(κ, 1)]; u/τ must be finite in ``dtype``.
+def check_tau_kappa(fn: str, tau, kappa, dtype=np.float64, *, names=("tau", "kappa")):
+    """(tau, kappa) as floats when the relaxed top-K of scores of ``dtype`` can use them, else a ValueError
+    (TypeError for a non-number) naming the one to change, by the caller's ``names``.
 
-    A power of 2 scales exactly: x is κ w + G as computed in floating point, divided by u, so it has the same
-    order and the same ties ("st"'s hard mask is that of κ w + G).
-    """
-    e = math.frexp(max(kappa, 1.0))[1] + 1  # max(κ, 1) = m 2**(e-1), m in [1/2, 1)
+    Both must be finite numbers > 0, and the keys' scale u/τ finite in ``dtype``, u the power of 2 in
+    (2 max(κ, 1), 4 max(κ, 1)] (module docstring, "Numerics"): τ >= u/finfo.max. When no τ <= 1 can help
+    (u itself overflows, κ > finfo.max/4) κ is named, else τ. For configs and command lines that check a
+    setting before any work; relaxed_topk_forward checks the same."""
+    tau = check_real(fn, names[0], tau, lo=0.0, lo_open=True)
+    kappa = check_real(fn, names[1], kappa, lo=0.0, lo_open=True)
+    issue = tau_kappa_issue(tau, kappa, dtype)
+    if issue is not None:
+        which, expected = issue
+        fail(fn, names[which == "kappa"], kappa if which == "kappa" else tau, expected)
+    return tau, kappa
+
+
+def tau_kappa_issue(tau: float, kappa: float, dtype=np.float64):
+    """None when the relaxed top-K can use τ and κ (finite floats > 0) with scores of ``dtype``, else
+    ("tau" or "kappa", what is expected of it): check_tau_kappa without the raising, for callers whose
+    names differ (a grid of κ·std(w) values, a command-line flag)."""
+    e = math.frexp(max(kappa, 1.0))[1] + 1  # u = 2**e, max(κ, 1) = m 2**(e-1), m in [1/2, 1)
     big = float(np.finfo(dtype).max)
     try:
         scale = math.ldexp(1.0 / tau, e)  # u/τ; 1/τ may itself be inf
     except OverflowError:
         scale = math.inf
-    if not scale <= big:
-        bound = math.ldexp(1.0 / big, e)
-        fail(fn, "tau", tau, f"tau >= u/finfo({np.dtype(dtype).name}).max = {bound:.3g} (u = 2**{e}, the power of 2 "
-             f"in (2 max(1, kappa), 4 max(1, kappa)], kappa={kappa:g}): the keys are scaled by u/tau, and the "
-             "gradient with them")
-    return math.ldexp(kappa, -e), math.ldexp(1.0, -e), scale
+    if scale <= big:
+        return None
+    name = np.dtype(dtype).name
+    if kappa > 1.0 and e >= np.finfo(dtype).maxexp:  # u itself overflows: no tau <= 1 helps
+        return "kappa", (f"kappa <= finfo({name}).max/4 = {big / 4:.3g} (the keys are kept in units of u, the "
+                         "power of 2 in (2 kappa, 4 kappa], and scaled by u/tau)")
+    return "tau", (f"tau >= u/finfo({name}).max = {math.ldexp(1.0 / big, e):.3g} (u = 2**{e}, the power of 2 in "
+                   f"(2 max(1, kappa), 4 max(1, kappa)], kappa={kappa:g}): the keys are scaled by u/tau, and the "
+                   "gradient with them")
+
+
+def _key_scales(fn: str, tau: float, kappa: float, dtype):
+    """(κ/u, 1/u, u/τ) for the keys x = (κ w + G)/u (module docstring, "Numerics"), u = 2**e the power of 2
+    in (2 max(κ, 1), 4 max(κ, 1)]; u/τ must be finite in ``dtype`` (else the ValueError of check_tau_kappa).
+
+    A power of 2 scales exactly: x is κ w + G as computed in floating point, divided by u, so it has the same
+    order and the same ties ("st"'s hard mask is that of κ w + G).
+    """
+    check_tau_kappa(fn, tau, kappa, dtype)
+    e = math.frexp(max(kappa, 1.0))[1] + 1
+    return math.ldexp(kappa, -e), math.ldexp(1.0, -e), math.ldexp(1.0 / tau, e)
 
 
 def _check_noise(noise, raw_scores, k: int, relaxation: str, fn: str):

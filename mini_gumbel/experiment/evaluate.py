@@ -9,15 +9,16 @@ import numpy as np
 
 from .. import metrics
 from ..data import GOLD_BRIDGE, TARGET, Dataset
-from ..gumbel import topk_mask
+from ..gumbel import tau_kappa_issue, topk_mask
 from ..reader import ReaderConfig
-from ..reranker import reranker_forward
-from ..validate import check_int, check_type
+from ..reranker import init_reranker, reranker_forward
+from ..validate import check_int, check_type, fail
 from ..gumbel_reranking import reader_memory_of
 from .readers import no_doc_batch, predict, reader_inputs
 
 __all__ = ["CONDITIONS", "TABLE_METRICS", "evaluate_reader", "format_em_table", "batches",
-           "score_all", "evaluate_ranker", "mean_std", "format_table", "exact_match_rows"]
+           "score_all", "evaluate_ranker", "mean_std", "format_table", "exact_match_rows", "untrained_score_std",
+           "check_kappa_grid"]
 
 CONDITIONS = ("all_candidates", "gold_in_k", "gold_only", "without_bridge_doc", "answer_doc_alone", "random_k",
               "no_docs", "distractors_only")
@@ -152,6 +153,28 @@ def score_all(params, data, *, chunk: int = 256, pad_id: int = 0):
         s, _ = reranker_forward(params, b.question, b.docs, pad_id=pad_id)
         out.append(np.asarray(s))
     return np.concatenate(out, axis=0)
+
+
+def untrained_score_std(splits, rerank_cfg, seed: int = 0) -> float:
+    """std(w), the unit of the κ·std(w) grids of the sweep and the gradient study: the spread of the untrained
+    reranker's scores (``seed``) among one question's candidates, averaged over the first n_train training
+    questions. Needs the data only, not the reader."""
+    init = init_reranker(len(splits.vocab), rerank_cfg.dim, seed, init=rerank_cfg.init)
+    n = min(rerank_cfg.n_train, len(splits.train))
+    return float(np.mean(np.std(score_all(init, splits.train.batch(np.arange(n))), axis=1)))
+
+
+def check_kappa_grid(fn: str, taus, kappa_stds, w_std: float) -> None:
+    """Every point (τ, κ = c / std(w)) of a τ × κ·std(w) grid must be usable by the relaxed top-K on the
+    reranker's float64 scores (gumbel.check_tau_kappa); else a ValueError naming ``taus`` or ``kappa_stds``
+    and the value, checked before any training."""
+    for c in kappa_stds:
+        for t in taus:
+            issue = tau_kappa_issue(float(t), float(c) / w_std)
+            if issue is not None:
+                name, value = ("kappa_stds", c) if issue[0] == "kappa" else ("taus", t)
+                fail(fn, name, value, f"a value with which tau={t:g} and kappa = {c:g}/std(w) = {c / w_std:.3g} "
+                     f"(std(w) = {w_std:.4g}) are usable: {issue[1]}")
 
 
 def evaluate_ranker(params, data, k: int, *, reader_params=None, reader_cfg=None, scores=None,

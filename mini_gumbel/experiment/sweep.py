@@ -16,12 +16,11 @@ import numpy as np
 
 from ..atomic import atomic_write_json, atomic_write_text
 from ..data import make_dataset
-from ..reranker import init_reranker
 from ..validate import fail
 from .cache import load_or_train_reader
 from .configs import default_configs, quick_configs
 from .demo import progress_bar
-from .evaluate import score_all
+from .evaluate import check_kappa_grid, untrained_score_std
 from .train_reranker import compute_teachers, train_reranker
 
 __all__ = ["run_sweep", "grid", "TAUS", "KAPPA_STDS", "TEACHER_TAUS"]
@@ -52,14 +51,13 @@ def run_sweep(*, out: Path, method: str = "gumbel", quick=False, seed=0, data_se
     t0 = time.perf_counter()
     data_cfg, reader_cfg, train_cfg, rerank_cfg = quick_configs(reader) if quick else default_configs(reader)
     splits = make_dataset(data_cfg, seed=data_seed)
+    w_std = untrained_score_std(splits, rerank_cfg)  # the scale of the untrained scores: κ = κ·std(w) / std(w)
+    if method == "gumbel":  # every point usable, checked before the reader loads
+        check_kappa_grid("run_sweep", taus, kappa_stds, w_std)
     reader_params, reader_cfg, _ = load_or_train_reader(data_cfg, reader_cfg, train_cfg, seed=data_seed,
                                                         splits=splits, progress=progress)
     k = rerank_cfg.k
     n = min(rerank_cfg.n_train, len(splits.train))
-    # the scale of the untrained scores, measured on the questions the reranker trains on
-    init = init_reranker(len(splits.vocab), rerank_cfg.dim, 0, init=rerank_cfg.init)
-    w = score_all(init, splits.train.batch(np.arange(n)))
-    w_std = float(np.mean(np.std(w, axis=1)))  # spread among one question's candidates
     bar = progress_bar() if progress else None
     teachers = compute_teachers(method, reader_params, reader_cfg, splits.train.batch(np.arange(n)), rerank_cfg,
                                 progress=bar)  # one teacher for every point: it depends on no swept value
