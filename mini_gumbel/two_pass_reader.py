@@ -254,8 +254,8 @@ def two_pass_forward(params, cfg, batch, mask=None, *, memory1=None):
     """Loss (mean over the batch of the final read's answer NLL) and a TwoPassCache; mask (B, N) float >= 0
     or None (all ones), the same for both reads. Needs cfg.exact_match. Every input is validated here, once,
     and named as passed (``batch.ctx2``, ``batch.ans_in``, ``memory1``); parameters that are not finite are
-    named when they reach the loss. memory1: two_pass_memory of this batch (or its rows): read 1 skips its encoder, with bit-identical
-    outputs; the cache then supports the frozen backward only."""
+    named when they reach the loss. memory1: two_pass_memory of this batch (or its rows): read 1 skips its
+    encoder, with bit-identical outputs; the cache then supports the frozen backward only."""
     fn = "two_pass_forward"
     dtype, hops, mask, flags1 = _check_forward(params, cfg, batch, mask, memory1, fn)
     ctx1, ctx2 = batch.ctx1, batch.ctx2

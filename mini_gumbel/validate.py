@@ -193,7 +193,7 @@ def check_array(fn: str, name: str, a: Any, *, ndim: int | None = None, shape: t
         xp = get_xp(raw)
         if finite and not bool(xp.all(xp.isfinite(raw))):
             fail(fn, name, a, "finite values (no NaN or inf)")
-        if nonneg and bool(xp.any(raw < 0)):
+        if nonneg and not bool(xp.all(raw >= 0)):  # a NaN is not >= 0 either
             fail(fn, name, a, f"values >= 0 (min {float(raw.min())})")
     return raw
 

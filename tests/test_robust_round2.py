@@ -98,7 +98,8 @@ def test_a_dtype_of_any_kind_is_named(dtype):
 
 def test_show_names_numpy_types():
     assert show(np.float16) == "numpy.float16" and show(int) == "int"
-    with pytest.raises(TypeError, match=r"^init_reader: dtype=numpy.float16; expected one of \['float32', 'float64'\]$"):
+    with pytest.raises(TypeError, match=r"^init_reader: dtype=numpy.float16; expected one of \['float32', "
+                                        r"'float64'\]$"):
         init_reader(ReaderConfig(vocab_size=20), 0, dtype=np.float16)
 
 
