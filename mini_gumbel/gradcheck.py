@@ -24,6 +24,7 @@ is exactly ``R`` -- feed ``R`` as ``dout`` to the backward.
 """
 from __future__ import annotations
 
+from collections import abc
 from typing import Callable, Mapping, NamedTuple
 
 import numpy as np
@@ -206,11 +207,11 @@ def check_grads(
     for name, f in (("forward", forward), ("backward", backward), ("fd_forward", fd_forward)):
         if not callable(f) and not (name == "fd_forward" and f is None):
             fail(fn, name, f, "a callable" + (" or None" if name == "fd_forward" else ""), TypeError)
-    check_type(fn, "inputs", inputs, Mapping, "a dict {name: float64 array}")
+    check_type(fn, "inputs", inputs, abc.Mapping, "a dict {name: float64 array}")
     if not inputs:
         fail(fn, "inputs", inputs, "at least one input")
     if mask is not None:
-        check_type(fn, "mask", mask, Mapping, "a dict {name: 0/1 array} or None")
+        check_type(fn, "mask", mask, abc.Mapping, "a dict {name: 0/1 array} or None")
     for name, v, lo_open in (("tol", tol, True), ("autograd_tol", autograd_tol, True), ("floor", floor, False),
                              ("eps", eps, True), ("mutation", mutation, True)):
         check_real(fn, name, v, lo=0.0, lo_open=lo_open)

@@ -161,10 +161,15 @@ def check_tau_kappa(fn: str, tau, kappa, dtype=np.float64, *, names=("tau", "kap
 
 
 def tau_kappa_issue(tau: float, kappa: float, dtype=np.float64):
-    """None when the relaxed top-K can use τ and κ (finite floats > 0) with scores of ``dtype``, else
-    ("tau" or "kappa", what is expected of it): check_tau_kappa without the raising, for callers whose
-    names differ (a grid of κ·std(w) values, a command-line flag)."""
-    e = math.frexp(max(kappa, 1.0))[1] + 1  # u = 2**e, max(κ, 1) = m 2**(e-1), m in [1/2, 1)
+    """None when the relaxed top-K can use the floats τ and κ with scores of ``dtype``, else ("tau" or
+    "kappa", what is expected of it): check_tau_kappa without the raising, for callers whose names differ
+    (a grid of κ·std(w) values, a command-line flag). An infinite κ is one that is too large."""
+    for which, v in (("tau", tau), ("kappa", kappa)):
+        if not v > 0.0 or math.isnan(v):
+            return which, "a finite number > 0"
+    if not math.isfinite(tau):
+        return "tau", "a finite number > 0"
+    e = math.frexp(max(kappa, 1.0))[1] + 1 if math.isfinite(kappa) else 1 << 30  # u = 2**e, max(κ, 1) = m 2**(e-1)
     big = float(np.finfo(dtype).max)
     try:
         scale = math.ldexp(1.0 / tau, e)  # u/τ; 1/τ may itself be inf

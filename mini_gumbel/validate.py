@@ -56,7 +56,7 @@ def fail(fn: str, name: str, value: Any, expected: str, exc: type = ValueError):
 def check_type(fn: str, name: str, value: Any, types, expected: str | None = None):
     """``value`` itself when ``isinstance(value, types)``, else TypeError."""
     if not isinstance(value, types):
-        names = types.__name__ if isinstance(types, type) else " or ".join(t.__name__ for t in types)
+        names = " or ".join(getattr(t, "__name__", str(t)) for t in (types if isinstance(types, tuple) else (types,)))
         fail(fn, name, value, expected or f"a {names} (got {type(value).__name__})", TypeError)
     return value
 

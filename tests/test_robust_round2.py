@@ -4,7 +4,9 @@ it; nothing fails deep inside, nothing is silently accepted or clamped.
 
 One section per class of the issue; each property test draws the bad values of its class.
 """
+import argparse
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,14 +14,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mini_gumbel.data import DataConfig, make_dataset
-from mini_gumbel.experiment.configs import default_reader_config
+from mini_gumbel.experiment.configs import RerankConfig, default_reader_config
+from mini_gumbel.experiment.evaluate import check_kappa_grid, untrained_score_std
+from mini_gumbel.experiment.flags import directory
+from mini_gumbel.experiment.gradient_study import GradientStudyConfig, check_against_data
 from mini_gumbel.experiment.readers import reader_inputs
-from mini_gumbel.gumbel import RELAXATIONS, gumbel_noise, relaxed_topk_forward, topk_mask
+from mini_gumbel.gradcheck import check_grads, jacobian_check, numerical_gradient
+from mini_gumbel.gumbel import (RELAXATIONS, check_tau_kappa, gumbel_noise, relaxed_topk_forward, tau_kappa_issue,
+                                topk_mask)
 from mini_gumbel.gumbel_reranking import gumbel_reranking_loss, reader_memory_of, rerank
+from mini_gumbel.losses import adist_teacher
 from mini_gumbel.reader import ReaderConfig, init_reader, reader_forward
 from mini_gumbel.reranker import init_reranker
+from mini_gumbel.timing import time_interleaved
 from mini_gumbel.two_pass_reader import TwoPassBatch, soft_flags_backward, two_pass_forward
-from mini_gumbel.validate import show
+from mini_gumbel.validate import check_array, check_finite_output, show
 
 NAN, INF = float("nan"), float("inf")
 
@@ -283,3 +292,162 @@ def test_soft_flags_backward_names_every_bad_input(data):
     with _raises(exc, "soft_flags_backward", "pad_id"):
         soft_flags_backward(d, ctx, 20, pad_id=pad)
     assert soft_flags_backward(np.ones((2, 4, 6)), ctx, 20).shape == (2, 20)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 7. odds and ends
+
+
+@given(where=st.integers(0, 5), bad=st.sampled_from([NAN, -1e-300, -INF]))
+def test_nonneg_rejects_nan_and_negatives(where, bad):
+    a = np.arange(6, dtype=float)
+    a[where] = bad
+    with _raises(ValueError, "f", "x"):
+        check_array("f", "x", a, nonneg=True)
+    assert check_array("f", "x", np.abs(a) if not np.isnan(bad) else np.arange(6.0), nonneg=True) is not None
+
+
+@given(xattn=st.sampled_from([None, "abc", 3, {"probs": 1}, np.zeros((2, 3))]))
+def test_adist_teacher_names_a_non_list(xattn):
+    with _raises(TypeError, "adist_teacher", "xattn"):
+        adist_teacher(xattn, np.zeros((1, 4), bool), np.ones((1, 2), bool), 2)
+
+
+def _fw(d):
+    return d["x"] ** 2, d["x"]
+
+
+def _bw(g, c):
+    return {"x": 2 * c * g}
+
+
+@given(data=st.data())
+@settings(max_examples=40)
+def test_check_grads_names_every_bad_argument(data):
+    x = {"x": np.array([0.3, -1.2])}
+    cases = [
+        (dict(forward=None), TypeError, "forward"), (dict(backward="b"), TypeError, "backward"),
+        (dict(inputs=None), TypeError, "inputs"), (dict(inputs={}), ValueError, "inputs"),
+        (dict(eps=0.0), ValueError, "eps"), (dict(eps=-1e-6), ValueError, "eps"), (dict(eps=NAN), ValueError, "eps"),
+        (dict(eps="x"), TypeError, "eps"), (dict(tol=0.0), ValueError, "tol"), (dict(tol=None), TypeError, "tol"),
+        (dict(autograd_tol=INF), ValueError, "autograd_tol"), (dict(floor=-1.0), ValueError, "floor"),
+        (dict(mutation=True), TypeError, "mutation"), (dict(rng=3), TypeError, "rng"),
+        (dict(use_autograd="yes"), TypeError, "use_autograd"), (dict(mask=[1]), TypeError, "mask"),
+        (dict(backward=lambda g, c: {"y": c}), ValueError, "backward"),  # a gradient of no input
+        (dict(fd_forward=1), TypeError, "fd_forward"),
+    ]
+    kw, exc, name = data.draw(st.sampled_from(cases))
+    args = {"forward": _fw, "backward": _bw, "inputs": x, **kw}
+    with _raises(exc, "check_grads", name):
+        check_grads(args.pop("forward"), args.pop("backward"), args.pop("inputs"), **args)
+    for f in (lambda: numerical_gradient(lambda v: float(v.sum()), np.ones(2), eps=0.0),
+              lambda: jacobian_check(lambda v: v, np.ones(2), lambda g: g, eps=0.0)):
+        with pytest.raises(ValueError, match=r": eps=0.0; expected"):
+            f()
+
+
+@given(kw=st.sampled_from([({"target_s": "x"}, TypeError, "target_s"), ({"target_s": -1.0}, ValueError, "target_s"),
+                           ({"target_s": NAN}, ValueError, "target_s"), ({"repeats": 1.5}, TypeError, "repeats"),
+                           ({"repeats": 0}, ValueError, "repeats"), ({"warmup": None}, TypeError, "warmup"),
+                           ({"warmup": -1}, ValueError, "warmup")]))
+def test_time_interleaved_names_every_bad_argument(kw):
+    args, exc, name = kw
+    with _raises(exc, "time_interleaved", name):
+        time_interleaved({"a": lambda: None}, **args)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the public functions this round added, each over its arguments' bad values
+
+
+@given(tau=st.one_of(st.floats(allow_nan=True), st.sampled_from([5e-324, 1e-320, 2e-308, 0.3])),
+       kappa=st.one_of(st.floats(allow_nan=True), st.sampled_from([1e308, 4.4e307, 1.0, 6.88])))
+@settings(max_examples=150)
+def test_check_tau_kappa_agrees_with_the_relaxation(tau, kappa):
+    """check_tau_kappa accepts exactly what relaxed_topk_forward accepts, and names the one to change."""
+    w, G = np.zeros((1, 3)), np.zeros((1, 2, 3))
+    try:
+        relaxed_topk_forward(w, G, 2, tau=tau, kappa=kappa)
+        works = None
+    except ValueError as e:
+        works = re.match(r"relaxed_topk_forward: (tau|kappa)=", str(e)).group(1)
+    issue = None if works is None else works
+    if works is None:
+        assert check_tau_kappa("f", tau, kappa) == (float(tau), float(kappa))
+        assert tau_kappa_issue(float(tau), float(kappa)) is None
+    else:
+        with _raises(ValueError, "f", {"tau": "T", "kappa": "K"}[issue]):
+            check_tau_kappa("f", tau, kappa, names=("T", "K"))
+
+
+@given(bad=st.sampled_from([("tau", None), ("tau", "0.3"), ("tau", True), ("kappa", [1.0]), ("kappa", np.bool_(1))]))
+def test_check_tau_kappa_wrong_types(bad):
+    name, v = bad
+    kw = {"tau": 0.3, "kappa": 1.0, name: v}
+    with _raises(TypeError, "f", name):
+        check_tau_kappa("f", kw["tau"], kw["kappa"])
+
+
+@given(data=st.data())
+@settings(max_examples=40)
+def test_check_kappa_grid_names_every_bad_argument(data):
+    cases = [
+        (([0.1], [1.0], 0.0), ValueError, "w_std"), (([0.1], [1.0], NAN), ValueError, "w_std"),
+        (([0.1], [1.0], "1"), TypeError, "w_std"), (((), [1.0], 1.0), ValueError, "taus"),
+        ((0.1, [1.0], 1.0), TypeError, "taus"), (([0.1], ["a"], 1.0), TypeError, "kappa_stds"),
+        (([0.1, -1.0], [1.0], 1.0), ValueError, "taus"), (([1e-320], [1.0], 1.0), ValueError, "taus"),
+        (([0.3], [2.0, 1e308], 0.7), ValueError, "kappa_stds"), (([0.3], [1.0], 1e-310), ValueError, "kappa_stds"),
+    ]
+    (taus, kstds, w_std), exc, name = data.draw(st.sampled_from(cases))
+    with _raises(exc, "g", name):
+        check_kappa_grid("g", taus, kstds, w_std)
+    check_kappa_grid("g", [0.03, 1.0], [1.0, 5.0], 0.7267)  # the sweep's grid
+
+
+def test_check_finite_output_names_the_parameter_or_the_output():
+    P = {"a": np.ones(2), "b": np.array([1.0, NAN])}
+    check_finite_output("f", np.float64(1.0), P)  # a finite output: no scan, no error
+    with _raises(ValueError, "f", "params['b']"):
+        check_finite_output("f", np.float64(NAN), P)
+    with _raises(ValueError, "f", "loss"):
+        check_finite_output("f", np.array([1.0, INF]), {"a": np.ones(2)})
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return make_dataset(DATA, 0)
+
+
+@given(bad=st.sampled_from([("splits", None, TypeError), ("splits", [1], TypeError), ("rerank_cfg", {}, TypeError),
+                            ("seed", -1, ValueError), ("seed", None, TypeError), ("seed", 1.5, TypeError)]))
+def test_untrained_score_std_names_every_bad_argument(splits, bad):
+    name, v, exc = bad
+    kw = {"splits": splits, "rerank_cfg": RerankConfig(n_train=8, dim=8), "seed": 0, name: v}
+    with _raises(exc, "untrained_score_std", name):
+        untrained_score_std(kw["splits"], kw["rerank_cfg"], kw["seed"])
+    assert untrained_score_std(splits, RerankConfig(n_train=8, dim=8)) > 0
+
+
+@given(bad=st.sampled_from([("cfg", None, TypeError, "check_against_data"), ("cfg", {}, TypeError, "check_against_data"),
+                            ("splits", "s", TypeError, "check_against_data"),
+                            ("n_single", 10**6, ValueError, "GradientStudyConfig"),
+                            ("n_two_hop", 10**6, ValueError, "GradientStudyConfig"),
+                            ("taus", (1e-320,), ValueError, "GradientStudyConfig"),
+                            ("kappa_stds", (1e308,), ValueError, "GradientStudyConfig")]))
+@settings(max_examples=20)
+def test_check_against_data_names_every_bad_argument(bad):
+    name, v, exc, fn = bad
+    if name in ("cfg", "splits"):
+        args = {"cfg": GradientStudyConfig(quick=True), "splits": None, name: v}
+        with _raises(exc, fn, name):
+            check_against_data(args["cfg"], args["splits"])
+    else:
+        with _raises(exc, fn, name):
+            check_against_data(GradientStudyConfig(quick=True, **{name: v}))
+
+
+@given(text=st.text(alphabet=" \t\n", max_size=3))
+def test_directory_refuses_empty_text(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="expected a directory"):
+        directory(text)
+    assert directory("a/b") == Path("a/b")

@@ -8,12 +8,13 @@ from __future__ import annotations
 import numpy as np
 
 from .. import metrics
-from ..data import GOLD_BRIDGE, TARGET, Dataset
+from ..data import GOLD_BRIDGE, TARGET, Dataset, Splits
 from ..gumbel import tau_kappa_issue, topk_mask
 from ..reader import ReaderConfig
 from ..reranker import init_reranker, reranker_forward
-from ..validate import check_int, check_type, fail
+from ..validate import check_int, check_real, check_seed, check_type, fail
 from ..gumbel_reranking import reader_memory_of
+from .configs import RerankConfig
 from .readers import no_doc_batch, predict, reader_inputs
 
 __all__ = ["CONDITIONS", "TABLE_METRICS", "evaluate_reader", "format_em_table", "batches",
@@ -159,6 +160,10 @@ def untrained_score_std(splits, rerank_cfg, seed: int = 0) -> float:
     """std(w), the unit of the κ·std(w) grids of the sweep and the gradient study: the spread of the untrained
     reranker's scores (``seed``) among one question's candidates, averaged over the first n_train training
     questions. Needs the data only, not the reader."""
+    fn = "untrained_score_std"
+    check_type(fn, "splits", splits, Splits, "the Splits of data.make_dataset")
+    check_type(fn, "rerank_cfg", rerank_cfg, RerankConfig)
+    seed = check_seed(fn, seed)
     init = init_reranker(len(splits.vocab), rerank_cfg.dim, seed, init=rerank_cfg.init)
     n = min(rerank_cfg.n_train, len(splits.train))
     return float(np.mean(np.std(score_all(init, splits.train.batch(np.arange(n))), axis=1)))
@@ -168,6 +173,13 @@ def check_kappa_grid(fn: str, taus, kappa_stds, w_std: float) -> None:
     """Every point (τ, κ = c / std(w)) of a τ × κ·std(w) grid must be usable by the relaxed top-K on the
     reranker's float64 scores (gumbel.check_tau_kappa); else a ValueError naming ``taus`` or ``kappa_stds``
     and the value, checked before any training."""
+    w_std = check_real(fn, "w_std", w_std, lo=0.0, lo_open=True)
+    for name, values in (("taus", taus), ("kappa_stds", kappa_stds)):
+        check_type(fn, name, values, (list, tuple), "a non-empty list of numbers > 0")
+        if not values:
+            fail(fn, name, values, "a non-empty list of numbers > 0")
+        for v in values:
+            check_real(fn, name, v, lo=0.0, lo_open=True)
     for c in kappa_stds:
         for t in taus:
             issue = tau_kappa_issue(float(t), float(c) / w_std)

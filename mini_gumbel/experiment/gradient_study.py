@@ -44,12 +44,12 @@ from typing import Optional
 import numpy as np
 
 from ..atomic import atomic_open, atomic_write_json, atomic_write_text
-from ..data import make_dataset
+from ..data import Splits, make_dataset
 from ..estimators import (expected_value_and_grad, gradient_error_stats, reinforce_gradient_draws,
                           reinforce_moments, relaxed_gradient_draws, subset_probabilities)
 from ..reranker import init_reranker, reranker_forward
 from ..two_pass_reader import TwoPassBatch
-from ..validate import check_bool, check_int, check_real, fail
+from ..validate import check_bool, check_int, check_real, check_type, fail
 from .cache import load_or_train_reader
 from .configs import default_configs, quick_configs
 from .evaluate import check_kappa_grid, untrained_score_std
@@ -230,9 +230,10 @@ def check_against_data(cfg: GradientStudyConfig, splits=None) -> None:
     """What the config needs of its data set (built here when ``splits`` is None; no reader): at most as many
     single- and two-hop questions as the dev split has, and a usable relaxed top-K at every (τ, κ) of the
     grid (κ = κ·std(w) / std(w)). A ValueError names the field (n_single, n_two_hop, taus, kappa_stds)."""
-    fn = "GradientStudyConfig"
-    if not isinstance(cfg, GradientStudyConfig):
-        fail(fn, "cfg", cfg, "a GradientStudyConfig", TypeError)
+    check_type("check_against_data", "cfg", cfg, GradientStudyConfig)
+    if splits is not None:
+        check_type("check_against_data", "splits", splits, Splits, "the Splits of data.make_dataset, or None")
+    fn = "GradientStudyConfig"  # the fields' errors name them as fields of the config
     data_cfg, _, _, rerank_cfg = quick_configs() if cfg.quick else default_configs()
     splits = make_dataset(data_cfg, seed=cfg.data_seed) if splits is None else splits
     for name, hops in (("n_single", 1), ("n_two_hop", 2)):
