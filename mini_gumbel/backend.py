@@ -13,12 +13,13 @@ inputs is a ``TypeError`` rather than a silent host<->device copy.
 """
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Any
 
 import numpy as np
 
-__all__ = ["get_xp", "to_numpy", "asarray_on", "is_cupy", "is_traced", "unbox"]
+__all__ = ["get_xp", "to_numpy", "asarray_on", "on_host", "is_cupy", "is_traced", "unbox"]
 
 
 def _cupy_ndarray():
@@ -113,3 +114,43 @@ def asarray_on(a: Any, like: Any, dtype=None):
         with cp.cuda.Device(like.device.id):
             return cp.asarray(a, dtype=dtype)
     return np.asarray(to_numpy(a), dtype=dtype)
+
+
+def _map_arrays(tree: Any, fn, kind):
+    """``tree`` with ``fn`` applied to each leaf ``kind(leaf)`` is true of, through tuples (named ones too),
+    lists and dicts."""
+    if kind(tree):
+        return fn(tree)
+    if isinstance(tree, tuple):
+        vals = [_map_arrays(v, fn, kind) for v in tree]
+        return type(tree)(*vals) if hasattr(tree, "_fields") else tuple(vals)
+    if isinstance(tree, list):
+        return [_map_arrays(v, fn, kind) for v in tree]
+    if isinstance(tree, dict):
+        return {k: _map_arrays(v, fn, kind) for k, v in tree.items()}
+    return tree
+
+
+def _first_cupy(tree: Any):
+    found = []
+    _map_arrays(tree, found.append, lambda a: is_cupy(a) and not found)
+    return found[0] if found else None
+
+
+def on_host(fn):
+    """Decorator for host-bound functions (``mini_gumbel.estimators`` enumerates subsets in float64 NumPy):
+    with a CuPy array among the arguments (or inside a tuple, list or dict argument, e.g. a cache), every CuPy
+    array is copied to the host once, ``fn`` runs on NumPy, and every NumPy array and scalar of its result is
+    copied back to the device of the first CuPy argument. Python numbers in the result stay Python numbers.
+    Without a CuPy argument ``fn`` is called as it is (NumPy and autograd inputs are untouched)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        like = _first_cupy((args, kwargs))
+        if like is None:
+            return fn(*args, **kwargs)
+        args, kwargs = _map_arrays((args, kwargs), to_numpy, is_cupy)
+        out = fn(*args, **kwargs)
+        return _map_arrays(out, lambda a: asarray_on(a, like), lambda a: isinstance(a, (np.ndarray, np.generic)))
+
+    return wrapper

@@ -253,7 +253,12 @@ def check_grads(
                              f"(rel error {fd_bad.rel_error:.3g} < tol {tol:g}): the check cannot fail")
     ag, ag_bad = {}, {}
     if use_autograd:
-        from autograd import grad as _grad  # the oracle; a test dependency, not a core one
+        try:
+            from autograd import grad as _grad  # the oracle; in the demo and test extras, not a core dependency
+        except ImportError as e:
+            raise ImportError("check_grads: the autograd oracle needs autograd, which the core install does not "
+                              "bring: pip install -e \".[demo]\" (or .[test]); use_autograd=False checks by finite "
+                              "differences alone") from e
 
         for k, g in grads.items():
             def f(x, k=k):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .backend import get_xp
 from .gumbel import RELAXATIONS, gumbel_noise, relaxed_topk_backward, relaxed_topk_forward, topk_mask
 from .reader import (ReaderConfig, _check_answer, _check_ctx, _check_memory, _check_params, reader_backward,
                      reader_forward, reader_memory)
@@ -62,7 +63,9 @@ def gumbel_reranking_loss(scores, batch, reader_params, reader_cfg, rng, *, k, t
                      relaxation, noise, memory)
     B, N = scores.shape
     # 1. Gumbel noise, drawn outside the differentiable code: K rows per example for "max", one otherwise
-    G = gumbel_noise((B, k, N) if relaxation == "max" else (B, N), rng, dtype=scores.dtype) if noise else None
+    # (drawn on the host, so every backend sees the same noise, then put where the scores are)
+    G = (gumbel_noise((B, k, N) if relaxation == "max" else (B, N), rng, xp=get_xp(scores), dtype=scores.dtype)
+         if noise else None)
     # 2. the relaxed top-K mask (B, N)
     M, topk_cache = relaxed_topk_forward(scores, G, k, tau=tau, kappa=kappa, relaxation=relaxation)
     # 3. the frozen reader reads every candidate, each document's attention weight scaled by its M, and
@@ -105,8 +108,8 @@ def _check_loss_args(fn, scores, batch, reader_params, reader_cfg, rng, k, tau, 
     check_choice(fn, "relaxation", relaxation, RELAXATIONS)
     check_real(fn, "tau", tau, lo=0.0, lo_open=True)
     check_real(fn, "kappa", kappa, lo=0.0, lo_open=True)
-    check_bool(fn, "noise", noise)
-    check_type(fn, "rng", rng, np.random.Generator, "a numpy.random.Generator (numpy.random.default_rng(seed))")
+    if check_bool(fn, "noise", noise) or rng is not None:  # without noise no rng is needed
+        check_type(fn, "rng", rng, np.random.Generator, "a numpy.random.Generator (numpy.random.default_rng(seed))")
     names = ("reader_params", "reader_cfg", "memory")
     if isinstance(batch, TwoPassBatch):
         _check_forward(reader_params, reader_cfg, batch, None, memory, fn, names)

@@ -38,9 +38,10 @@ def adam_init(params: dict) -> dict:
 
 
 def global_norm(grads: dict) -> float:
-    """sqrt(Σ_k ‖g_k‖²) over every array of the dict."""
+    """sqrt(Σ_k ‖g_k‖²) over every array of the dict; summed where the arrays are, so a device copies one number
+    to the host, not one per array."""
     _check_arrays("global_norm", "grads", grads)
-    return math.sqrt(sum(float(get_xp(g).sum(g.astype(np.float64) ** 2)) for g in grads.values()))
+    return math.sqrt(float(sum(get_xp(g).sum(g.astype(np.float64) ** 2) for g in grads.values())))
 
 
 def adam_step(params: dict, grads: dict, state: dict, *, lr: float, betas=(0.9, 0.999), eps: float = 1e-8,

@@ -29,6 +29,7 @@ C width, H heads, F feed-forward width, V vocabulary.
     dparams, dmask = reader_logits_backward(dlogits, cache)          # from a loss on cache.logits
     memory = reader_memory(params, cfg, ctx)                         # mask-independent: compute once, reuse
     loss, cache = reader_forward(params, cfg, ctx, ans_in, ans_out, mask, memory=memory.take(idx)) # frozen only
+    memory_S = memory.select(docs)                                   # docs (B, K): read only ctx[b, docs[b]]
 
 The document mask. M (B, N) weighs each document's keys in every cross-attention (DMA); only the ratios
 within a row matter (a_u = M_doc(u) e_u / Σ_v M_doc(v) e_v is unchanged when a row is scaled). It is cast to
@@ -64,7 +65,7 @@ from .validate import (check_array, check_bool, check_cache, check_dloss, check_
 
 __all__ = ["ReaderConfig", "ReaderCache", "ReaderMemory", "init_reader", "reader_forward", "reader_backward",
            "reader_logits_backward", "greedy_decode", "reader_encode", "reader_memory", "param_shapes",
-           "mask_range"]
+           "mask_range", "check_doc_indices"]
 
 
 @dataclass(frozen=True)
@@ -381,6 +382,30 @@ def _cross_kv(params, cfg, mem):
     return kvs, caches
 
 
+def check_doc_indices(fn, name, docs, n_docs, *, B, dims=("B", "K")):
+    """``docs`` of len(dims) axes (their names, for the message), the first of size B: an integer array whose
+    every row (last axis, K >= 1) holds distinct document indices in [0, n_docs). Returns the raw array.
+    Shared by ReaderMemory.select, two_pass_reader.select_docs and hard_subsets.subset_nll."""
+    d = check_array(fn, name, docs, kind="iu")
+    if d.ndim != len(dims) or d.shape[0] != B:
+        fail(fn, f"{name}.shape", tuple(d.shape), f"({', '.join([f'{dims[0]}={B}', *dims[1:]])})")
+    if d.shape[-1] < 1:
+        fail(fn, f"{name}.shape", tuple(d.shape), "at least one document per row (K >= 1)")
+    if not d.size:
+        return d
+    xp = get_xp(d)
+    lo, hi = int(d.min()), int(d.max())
+    if lo < 0 or hi >= n_docs:
+        fail(fn, name, docs, f"document indices in [0, N={n_docs}) (found indices in [{lo}, {hi}])")
+    srt = xp.sort(d, axis=-1)  # (..., K)
+    repeated = xp.any(srt[..., 1:] == srt[..., :-1], axis=-1)  # (...)
+    if bool(xp.any(repeated)):
+        at = tuple(int(i) for i in to_numpy(xp.argwhere(repeated)[0]))
+        row = tuple(int(i) for i in to_numpy(d[at]))
+        fail(fn, f"{name}[{', '.join(map(str, at))}]", row, "distinct document indices (a document read twice)")
+    return d
+
+
 class ReaderMemory(NamedTuple):
     """What the decoder reads of the encoder, which no document mask touches (module docstring)."""
     kv: tuple  # per decoder layer the (B, S, 2C) projection [k | v] of the encoder states, as cross_kv_forward
@@ -393,6 +418,30 @@ class ReaderMemory(NamedTuple):
         """The rows ``idx`` (an int array) of every example-indexed array, in that order."""
         B, N, L = self.shape
         return ReaderMemory(tuple(a[idx] for a in self.kv), self.key_pad[idx], (len(idx), N, L), self.n_heads)
+
+    def select(self, docs, *, rows=None) -> "ReaderMemory":
+        """Only the documents ``docs`` (B', K) int of every example, in that order (distinct indices in [0, N)):
+        kv[l] (B', K·L, 2C), key_pad (B', K·L), shape (B', K, L). It is exactly the memory of the K documents
+        read on their own (ctx[b, docs[b]]): the encoder reads each document by itself at the same positions,
+        so dropping a document's rows changes no other row. rows (B',) int: the example of each output row
+        (default: all B in order, B' = B); ``select(docs, rows=r)`` is ``take(r).select(docs)`` in one gather,
+        without the copy of all N documents of every row in between."""
+        fn = "ReaderMemory.select"
+        B, N, L = self.shape
+        if rows is not None:
+            r = check_array(fn, "rows", rows, ndim=1, kind="iu")
+            if r.size and (int(r.min()) < 0 or int(r.max()) >= B):
+                fail(fn, "rows", rows, f"example indices in [0, B={B}) (found [{int(r.min())}, {int(r.max())}])")
+        docs = check_doc_indices(fn, "docs", docs, N, B=B if rows is None else rows.shape[0],
+                                 dims=("B", "K") if rows is None else ("len(rows)", "K"))
+        xp = get_xp(self.key_pad, docs, rows)
+        rows = xp.arange(B) if rows is None else rows  # (B',)
+        Bo, K = docs.shape
+        flat = xp.reshape(rows[:, None] * N + docs, (-1,))  # (B'·K,) rows of the (B·N, L·2C) view
+        kv = tuple(xp.reshape(xp.reshape(a, (B * N, L * a.shape[-1]))[flat], (Bo, K * L, a.shape[-1]))
+                   for a in self.kv)  # per layer (B', K·L, 2C)
+        key_pad = xp.reshape(xp.reshape(self.key_pad, (B * N, L))[flat], (Bo, K * L))  # (B', K·L)
+        return ReaderMemory(kv, key_pad, (Bo, K, L), self.n_heads)
 
     @staticmethod
     def concat(parts) -> "ReaderMemory":

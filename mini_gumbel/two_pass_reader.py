@@ -64,14 +64,14 @@ import numpy as np
 from . import ops
 from .backend import get_xp, unbox
 from .reader import (ReaderCache, ReaderConfig, ReaderMemory, _check_answer, _check_ctx, _check_flags, _check_mask,
-                     _check_memory, _check_params, _forward, greedy_decode, reader_backward, reader_forward,
-                     reader_logits_backward, reader_memory)
+                     _check_memory, _check_params, _forward, check_doc_indices, greedy_decode, reader_backward,
+                     reader_forward, reader_logits_backward, reader_memory)
 from .validate import (check_array, check_bool, check_cache, check_dloss, check_finite_output, check_int,
                        check_token_ids, check_type, fail)
 
 __all__ = ["READ_PREFIX", "read_ctx", "entity_flags", "soft_flags", "soft_flags_backward", "TwoPassBatch",
            "TwoPassCache", "two_pass_forward", "two_pass_backward", "two_pass_decode", "two_pass_first_hop",
-           "two_pass_memory"]
+           "two_pass_memory", "select_docs"]
 
 READ_PREFIX = 3  # [w, ENT, SEP] before the document's tokens
 
@@ -239,6 +239,24 @@ def _check_forward(params, cfg, batch, mask, memory1, fn, names=("params", "cfg"
     if memory1 is not None:
         _check_memory(memory1, cfg, batch.ctx1, dtype, fn, names[2], "batch.ctx1")
     return dtype, hops, mask, flags1
+
+
+def select_docs(batch, docs) -> TwoPassBatch:
+    """The batch on the documents ``docs`` (B, K) int only, in that order (distinct indices in [0, N)): ctx1,
+    flags1 and ctx2 gathered to (B, K, L); the answers and hops unchanged. Both reads encode every document on
+    its own at the same positions, so this batch's loss is the loss of the 0/1 mask of ``docs`` over all N
+    (read 1's memory of it: ``two_pass_memory(...).select(docs)``)."""
+    fn = "select_docs"
+    _check_batch(batch, fn)
+    B, N = check_array(fn, "batch.ctx1", batch.ctx1, ndim=3, kind="iu").shape[:2]
+    docs = check_doc_indices(fn, "docs", docs, N, B=B)
+    for name in ("flags1", "ctx2"):
+        a = check_array(fn, f"batch.{name}", getattr(batch, name), kind="f" if name == "flags1" else "iu")
+        if tuple(a.shape) != tuple(batch.ctx1.shape):
+            fail(fn, f"batch.{name}.shape", tuple(a.shape), f"batch.ctx1.shape={tuple(batch.ctx1.shape)}")
+    rows = get_xp(batch.ctx1, docs).arange(B)[:, None]  # (B, 1)
+    return batch._replace(ctx1=batch.ctx1[rows, docs], flags1=batch.flags1[rows, docs],
+                          ctx2=batch.ctx2[rows, docs])  # (B, K, L) each
 
 
 def two_pass_memory(params, cfg, batch) -> ReaderMemory:

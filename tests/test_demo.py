@@ -4,7 +4,8 @@ import json
 import pytest
 
 from mini_gumbel.experiment.cli import main
-from mini_gumbel.experiment.configs import METHODS, TUNED
+from mini_gumbel.experiment.configs import DEMO_METHODS, TUNED
+from mini_gumbel.experiment.demo import demo_variants
 
 
 @pytest.fixture(scope="module")
@@ -22,25 +23,28 @@ def test_demo_writes_results_table_and_plot(demo_out, capsys):
     res = json.loads((demo_out / "results.json").read_text())
     k = res["k"]
     rows = set(res["table"])
-    assert rows == {"untrained", "oracle (gold docs)", *METHODS, *(f"{m} (tuned)" for m in TUNED)}
+    # the default rows: every method but exact, each baseline at its tuned values only, and the iterative relaxation
+    want = {m for m in DEMO_METHODS if m not in TUNED} | {f"{m} (tuned)" for m in TUNED}
+    assert rows == {"untrained", "oracle (gold docs)", "gumbel (relaxation=iterative)", *want}
     for name, row in res["table"].items():
         for key in (f"recall@{k}", f"all_gold@{k}", "mrr", f"ndcg@{k}", f"indirect_recall@{k}", "em", "f1", "em_two_hop"):
             assert 0.0 <= row[key]["mean"] <= 1.0, (name, key)
         assert row[f"recall@{k}"]["n"] == (1 if name.startswith("oracle") else 2)
     # the oracle puts every gold document in the top K
     assert res["table"]["oracle (gold docs)"][f"recall@{k}"]["mean"] == 1.0
-    for m in METHODS:
+    for m in want:
         assert len(res["curves"][m]) == 2 and res["curves"][m][0][0]["step"] == 0
     md = (demo_out / "results.md").read_text()
     assert md.count("\n| ") >= len(rows) and "gumbel" in md and "±" in md
     assert (demo_out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (demo_out / "methods.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_demo_resumes_finished_runs(demo_out, capsys):
     before = json.loads((demo_out / "results.json").read_text())["table"]
     assert main(["demo", "--quick", "--out", str(demo_out), "--no-progress", "--seeds", "0", "1"]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("reused the finished run") == 2 * (len(METHODS) + len(TUNED))
+    assert printed.count("reused the finished run") == 2 * (len(DEMO_METHODS) + 1)
     assert json.loads((demo_out / "results.json").read_text())["table"] == before
 
 

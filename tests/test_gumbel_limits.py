@@ -538,5 +538,5 @@ def test_numpy_and_cupy_agree_on_identical_noise(relaxation, use_noise):
     np.testing.assert_allclose(dwg.get(), dw, rtol=1e-10, atol=1e-13)
     np.testing.assert_array_equal(topk_mask(cp.asarray(w), k).get(), topk_mask(w, k))
     if use_noise:  # host noise with device scores would be a hidden transfer
-        with pytest.raises(TypeError, match="noise of type 'numpy.ndarray'"):
+        with pytest.raises(TypeError, match="noise=.*expected an array on the scores' backend"):
             relaxed_topk_forward(cp.asarray(w), noise, k, tau=0.5, relaxation=relaxation)

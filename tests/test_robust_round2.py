@@ -15,10 +15,11 @@ from hypothesis import strategies as st
 
 from mini_gumbel.data import DataConfig, make_dataset
 from mini_gumbel.experiment.configs import RerankConfig, default_reader_config
-from mini_gumbel.experiment.evaluate import check_kappa_grid, untrained_score_std
+from mini_gumbel.experiment.evaluate import check_kappa_grid
 from mini_gumbel.experiment.flags import directory
 from mini_gumbel.experiment.gradient_study import GradientStudyConfig, check_against_data
 from mini_gumbel.experiment.readers import reader_inputs
+from mini_gumbel.experiment.train_reranker import untrained_score_std
 from mini_gumbel.gradcheck import check_grads, jacobian_check, numerical_gradient
 from mini_gumbel.gumbel import (RELAXATIONS, check_tau_kappa, gumbel_noise, relaxed_topk_forward, tau_kappa_issue,
                                 topk_mask)
@@ -418,13 +419,13 @@ def splits():
     return make_dataset(DATA, 0)
 
 
-@given(bad=st.sampled_from([("splits", None, TypeError), ("splits", [1], TypeError), ("rerank_cfg", {}, TypeError),
+@given(bad=st.sampled_from([("splits", None, TypeError), ("splits", [1], TypeError), ("cfg", {}, TypeError),
                             ("seed", -1, ValueError), ("seed", None, TypeError), ("seed", 1.5, TypeError)]))
 def test_untrained_score_std_names_every_bad_argument(splits, bad):
     name, v, exc = bad
-    kw = {"splits": splits, "rerank_cfg": RerankConfig(n_train=8, dim=8), "seed": 0, name: v}
+    kw = {"splits": splits, "cfg": RerankConfig(n_train=8, dim=8), "seed": 0, name: v}
     with _raises(exc, "untrained_score_std", name):
-        untrained_score_std(kw["splits"], kw["rerank_cfg"], kw["seed"])
+        untrained_score_std(kw["splits"], kw["cfg"], kw["seed"])
     assert untrained_score_std(splits, RerankConfig(n_train=8, dim=8)) > 0
 
 

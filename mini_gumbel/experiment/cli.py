@@ -33,11 +33,14 @@ from ..data import make_dataset  # noqa: E402
 from ..timing import keep_freed_memory  # noqa: E402
 from . import gradient_study  # noqa: E402
 from .cache import default_cache_dir, load_or_train_reader, reader_folder  # noqa: E402
-from .configs import METHODS, READERS, RerankConfig, TrainReaderConfig, default_configs, quick_configs  # noqa: E402
+from .configs import DEMO_METHODS, METHODS, READERS, RerankConfig, TrainReaderConfig, default_configs, quick_configs  # noqa: E402
 from .demo import default_demo_out, run_demo  # noqa: E402
-from .evaluate import check_kappa_grid, format_em_table, untrained_score_std  # noqa: E402
+from .evaluate import check_kappa_grid, format_em_table  # noqa: E402
 from .flags import directory  # noqa: E402
-from .sweep import KAPPA_STDS, TAUS, run_sweep  # noqa: E402
+from .rankers import RERANKERS  # noqa: E402
+from .train_reranker import untrained_score_std  # noqa: E402
+from .sweep import (KAPPA_STDS, OBJECTIVE_KAPPA_STDS, OBJECTIVE_KAPPA_STDS_LISTWISE, SAMPLES, SWEPT, TAUS,  # noqa: E402
+                    run_sweep)
 
 __all__ = ["main", "build_parser"]
 
@@ -178,8 +181,9 @@ def demo_arguments(p: argparse.ArgumentParser) -> None:
                    "and the Gumbel overrides, so that an ablation never overwrites the main table)")
     p.add_argument("--seeds", type=seed_int, nargs="+", default=[0], metavar="SEED",
                    help="reranker training seeds (init, batch order, noise); several give mean ± std")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD",
-                   help=f"methods to train, from {', '.join(METHODS)}")
+    p.add_argument("--methods", nargs="+", default=list(DEMO_METHODS), choices=METHODS, metavar="METHOD",
+                   help=f"methods to train, from {', '.join(METHODS)} (default: all but exact, whose subset-loss "
+                   "table takes a few minutes to build once; it is then cached)")
     p.add_argument("--quick", action="store_true",
                    help="smoke test (CI): every code path in seconds at toy size; its numbers mean nothing")
     p.add_argument("--data-seed", type=seed_int, default=0, help="seed of the data set and of the reader")
@@ -193,17 +197,32 @@ def demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--relaxation", choices=("max", "iterative", "st"), default=argparse.SUPPRESS,
                    help="relaxed top-K operator for Gumbel Reranking (default: the paper's 'max')")
     p.add_argument("--no-noise", action="store_true", help="Gumbel Reranking without Gumbel noise (ablation)")
+    p.add_argument("--exact-kappa", type=positive_float, default=argparse.SUPPRESS,
+                   help=f"exact: κ of the hard-set sampler softmax(κ w) (default: {d.exact_kappa}, chosen by "
+                   "`mini-gumbel sweep --method exact`)")
+    p.add_argument("--rloo-kappa", type=positive_float, default=argparse.SUPPRESS,
+                   help=f"rloo: κ of the hard-set sampler softmax(κ w) (default: {d.rloo_kappa}, chosen by "
+                   "`mini-gumbel sweep --method rloo`)")
+    p.add_argument("--samples", type=positive_int, default=argparse.SUPPRESS,
+                   help=f"rloo: hard sets sampled per example and step, at least 2 (default: {d.samples})")
     p.add_argument("--reader", choices=READERS, default="two_pass",
                    help="two_pass: the reader that reads the bridge and answer documents together; fid: the "
                    "one-pass control that cannot use the bridge")
+    p.add_argument("--reranker", choices=RERANKERS, default=argparse.SUPPRESS,
+                   help="the model every method trains: bilinear (default; each document scored alone, the paper's "
+                   "kind) or listwise (one interaction round with the other candidates, its own tuned values)")
     p.add_argument("--no-tuned", dest="tuned", action="store_false",
-                   help="skip the baselines' tuned rows (their values chosen by `mini-gumbel sweep --method`)")
+                   help="the baselines at Atlas's defaults only, not at the values `mini-gumbel sweep --method` chose")
+    p.add_argument("--atlas-defaults", action="store_true",
+                   help="also a row per baseline at Atlas's defaults (τ_s = τ_g = 0.01), beside its tuned row")
     p.add_argument("--no-resume", action="store_true", help="ignore finished runs saved under --out/runs")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
 def demo_run(args, parser) -> int:
-    over = {name: getattr(args, name) for name in ("steps", "tau", "kappa", "relaxation") if hasattr(args, name)}
+    over = {name: getattr(args, name) for name in ("steps", "tau", "kappa", "relaxation", "exact_kappa", "rloo_kappa",
+                                                "samples", "reranker")
+            if hasattr(args, name)}
     if args.no_noise:
         over["noise"] = False
     data_cfg, reader_cfg, train_cfg, rerank_cfg = _configs(args)
@@ -224,7 +243,7 @@ def demo_run(args, parser) -> int:
     args._saved = (f"finished runs are saved in {out / 'runs'}, the reader's training state in {folder}")
     run_demo(out=out, seeds=tuple(args.seeds), methods=tuple(args.methods), quick=args.quick,
              data_seed=args.data_seed, resume=not args.no_resume, rerank_overrides=over, reader=args.reader,
-             tuned=args.tuned, progress=_progress(args))
+             tuned=args.tuned, atlas_defaults=args.atlas_defaults, progress=_progress(args))
     return 0
 
 
@@ -240,8 +259,10 @@ def _holds_full_results(out: Path) -> bool:
 def sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=directory, default=Path("runs/sweep"),
                    help="directory for sweep-<method>.json and sweep-<method>.md")
-    p.add_argument("--method", choices=("gumbel", "pdist", "emdr", "loop", "adist"), default="gumbel",
+    p.add_argument("--method", choices=SWEPT, default="gumbel",
                    help="the method whose free values are swept (the grids: `mini_gumbel.experiment.sweep.grid`)")
+    p.add_argument("--relaxation", choices=("max", "iterative", "st"), default="max",
+                   help="gumbel: the relaxed top-K operator its 12 points train with (default: the paper's max)")
     p.add_argument("--reader", choices=READERS, default="two_pass", help="the reader the reranker trains against")
     p.add_argument("--quick", action="store_true", help="smoke-sized sweep; its numbers mean nothing")
     p.add_argument("--seed", type=seed_int, default=0, help="reranker training seed")
@@ -250,6 +271,15 @@ def sweep_arguments(p: argparse.ArgumentParser) -> None:
                    help="Gumbel Reranking's temperatures τ to try")
     p.add_argument("--kappa-stds", type=positive_float, nargs="+", default=list(KAPPA_STDS),
                    help="Gumbel Reranking's targets for κ·std(w); κ is derived from the untrained scores' spread")
+    p.add_argument("--objective-kappa-stds", type=positive_float, nargs="+", default=None,
+                   help=f"exact and rloo: the targets for κ·std(w) of the hard-set sampler (default: "
+                   f"{' '.join(f'{x:g}' for x in OBJECTIVE_KAPPA_STDS)}; listwise reranker: "
+                   f"{' '.join(f'{x:g}' for x in OBJECTIVE_KAPPA_STDS_LISTWISE)})")
+    p.add_argument("--reranker", choices=RERANKERS, default="bilinear",
+                   help="the model that trains: bilinear (each document scored alone, the paper's kind) or listwise "
+                   "(one interaction round with the other candidates)")
+    p.add_argument("--samples", type=positive_int, nargs="+", default=list(SAMPLES),
+                   help="rloo: the numbers of hard sets sampled per example to try (each at least 2)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
@@ -257,7 +287,8 @@ def sweep_run(args, parser) -> int:
     _check_out(parser, "--out", args.out)
     data_cfg, reader_cfg, train_cfg, rerank_cfg = _configs(args)
     if args.method == "gumbel":  # every (tau, kappa) of the grid, against the data's std(w): no reader needed
-        w_std = untrained_score_std(make_dataset(data_cfg, seed=args.data_seed), rerank_cfg)
+        w_std = untrained_score_std(make_dataset(data_cfg, seed=args.data_seed),
+                                    rerank_cfg.replace(reranker=args.reranker), args.seed)
         try:
             check_kappa_grid("sweep", args.taus, args.kappa_stds, w_std)
         except ValueError as e:
@@ -265,7 +296,9 @@ def sweep_run(args, parser) -> int:
     args._saved = (f"the reader's training state is saved in {reader_folder(data_cfg, reader_cfg, train_cfg, args.data_seed)}; "
                    f"sweep points are not saved until the sweep ends")
     run_sweep(out=args.out, method=args.method, quick=args.quick, seed=args.seed, data_seed=args.data_seed,
-              taus=tuple(args.taus), kappa_stds=tuple(args.kappa_stds), reader=args.reader,
+              taus=tuple(args.taus), kappa_stds=tuple(args.kappa_stds),
+              objective_kappa_stds=None if args.objective_kappa_stds is None else tuple(args.objective_kappa_stds),
+              samples=tuple(args.samples), relaxation=args.relaxation, reranker=args.reranker, reader=args.reader,
               progress=_progress(args))
     return 0
 
@@ -281,11 +314,12 @@ def gradient_study_run(args, parser) -> int:
 # ----------------------------------------------------------------------------------------- wiring
 # subcommand -> (add_arguments, run, one-line help)
 SUBCOMMANDS = {
-    "demo": (demo_arguments, demo_run, "train the reranker with Gumbel Reranking and every baseline, print the table"),
+    "demo": (demo_arguments, demo_run, "train the reranker with Gumbel Reranking, the objective it relaxes and every "
+             "baseline, print the table"),
     "train-reader": (train_reader_arguments, train_reader_run,
                      "train the reader on the built-in data set (into the shared cache) and report its EM"),
-    "sweep": (sweep_arguments, sweep_run, "choose a method's free values (Gumbel Reranking's tau and kappa) on the "
-              "dev split"),
+    "sweep": (sweep_arguments, sweep_run, "choose a method's free values (Gumbel Reranking's tau and kappa, the "
+              "objective's kappa) on the dev split"),
     "gradient-study": (gradient_study.add_arguments, gradient_study_run,
                        "the exact gradient of the expected loss, and how biased and noisy each estimator is"),
 }

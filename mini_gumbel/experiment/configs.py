@@ -20,15 +20,26 @@ from ..gumbel import RELAXATIONS, check_tau_kappa
 from ..reader import ReaderConfig
 from ..two_pass_reader import READ_PREFIX
 from ..validate import check_bool, check_choice, check_int, check_real, fail
+from .rankers import RERANKERS
 
-__all__ = ["MODES", "METHODS", "READERS", "FID_MODE_PROBS", "TUNED", "TrainReaderConfig", "RerankConfig",
-           "ExperimentConfig", "fid_train_config", "default_reader_config", "default_configs", "quick_configs",
-           "config_hash"]
+__all__ = ["MODES", "METHODS", "DEMO_METHODS", "OWN_FIELDS", "GUMBEL_ITERATIVE", "RLOO_SCORES", "READERS",
+           "FID_MODE_PROBS", "TUNED", "LISTWISE_DEFAULTS", "TUNED_LISTWISE", "RERANKER_DEFAULTS",
+           "TUNED_BY_RERANKER", "RERANKERS", "TrainReaderConfig", "RerankConfig", "ExperimentConfig", "fid_train_config",
+           "default_reader_config", "default_configs", "quick_configs", "config_hash"]
 
 # the document sets the reader is trained on (mini_gumbel.experiment.train_reader.document_masks)
 MODES = ("full", "subset", "gold_plus", "gold_only", "distractors", "gold_targets")
-# the ways to train the reranker (mini_gumbel.experiment.train_reranker)
-METHODS = ("gumbel", "supervised", "pdist", "emdr", "loop", "adist")
+# the ways to train the reranker (mini_gumbel.experiment.train_reranker.REGISTRY): Gumbel Reranking, the
+# objective it relaxes estimated exactly and by REINFORCE-LOO (mini_gumbel.objective), the labelled reference
+# and the four distillation baselines
+METHODS = ("gumbel", "exact", "rloo", "supervised", "pdist", "emdr", "loop", "adist")
+RLOO_SCORES = ("set", "ordering")
+# the demo's default methods: every one but exact, whose subset-loss table (1,008,000 reads of K documents for
+# the demo's 4000 training examples) takes longer than the rest of the demo; `--methods ... exact` adds it
+DEMO_METHODS = tuple(m for m in METHODS if m != "exact")
+# the RerankConfig fields that only one method reads: overriding them changes that method's row label only
+OWN_FIELDS = {"gumbel": ("tau", "kappa", "relaxation", "noise", "tau_schedule", "tau_start"),
+              "exact": ("exact_kappa",), "rloo": ("rloo_kappa", "samples", "rloo_score")}
 # the readers: the two-pass ("decompose, then read twice") reader, the default, which can use a bridge
 # document; and the one-pass FiD reader, the control that cannot (docs/method.md §6.6)
 READERS = ("two_pass", "fid")
@@ -105,17 +116,27 @@ class RerankConfig:
     lr: float = 1e-2
     clip_norm: float = 1.0
     dim: int = 64  # reranker embedding width D
+    reranker: str = "bilinear"  # which model trains, from RERANKERS: the bilinear one or the set-aware listwise one
     init: str = "lexical"  # "lexical" (the sensible prior) or "random"
     k: int = 5  # documents kept at inference (and in the relaxed mask)
     eval_every: int = 25  # dev metrics for the learning curves
     n_train: int = 4000  # training examples the reranker sees (teachers are precomputed for these)
     # Gumbel Reranking: chosen by `mini-gumbel sweep` (best dev Recall@K over tau in {0.03, 0.1, 0.3, 1.0} and
-    # kappa * std(w) in {1, 2, 5}, std(w) = 0.7267 for the untrained scores within a question; reranker seed 0,
-    # data seed 0, the two-pass reader): tau = 0.3, kappa * std(w) = 5
-    tau: float = 0.3
-    kappa: float = 6.88
+    # kappa * std(w) in {1, 2, 5}, std(w) = 0.7361 for the scores of the reranker training starts from, within a
+    # question; reranker seed 0, data seed 0, the two-pass reader): tau = 0.1, kappa * std(w) = 1 (dev Recall@5
+    # 84.3; tau = 0.3, kappa * std(w) = 5, the earlier choice, 84.1: docs/results/sweep-gumbel.md)
+    tau: float = 0.1
+    kappa: float = 1.358
     relaxation: str = "max"
     noise: bool = True
+    # the paper's objective V = E_S[L(1_S)]: each estimator's κ of the hard-set sampler softmax(κ w), and RLOO's
+    # m sets per example and score function. Chosen by `mini-gumbel sweep --method exact|rloo` (best dev Recall@K,
+    # ties by dev indirect Recall@K; reranker seed 0, data seed 0, two-pass reader; std(w) = 0.7361 for the scores
+    # training starts from): exact κ·std(w) = 0.5 of {0.5, 1, 2, 5}; rloo κ·std(w) = 2, m = 16 of that × {4, 16}
+    exact_kappa: float = 0.679
+    rloo_kappa: float = 2.717
+    samples: int = 16
+    rloo_score: str = "set"
     tau_schedule: str = "constant"  # "constant" or "linear": tau_start -> tau over the run
     tau_start: float = 1.0
     # distillation baselines (Atlas defaults, docs/method.md §8)
@@ -124,14 +145,17 @@ class RerankConfig:
     kl_reduction: str = "mean"
     emdr_per: str = "token"
     adist_mode: str = "atlas"
-    supervised_form: str = "each"  # every gold document pushed up (the upper bound); "any": multi-positive
+    supervised_form: str = "each"  # every gold document pushed up (not a ceiling: tuned LOOP and the exact
+    # objective match it here); "any": multi-positive
 
     def __post_init__(self):
         fn = "RerankConfig"
         check_int(fn, "steps", self.steps, lo=0)
         for name in ("batch_size", "k", "eval_every", "n_train", "dim"):
             check_int(fn, name, getattr(self, name), lo=1)
-        for name in ("lr", "tau", "kappa", "tau_start", "tau_s", "tau_g"):
+        check_int(fn, "samples", self.samples, lo=2)
+        check_choice(fn, "rloo_score", self.rloo_score, RLOO_SCORES)
+        for name in ("lr", "tau", "kappa", "tau_start", "tau_s", "tau_g", "exact_kappa", "rloo_kappa"):
             check_real(fn, name, getattr(self, name), lo=0.0, lo_open=True)
         # values the relaxed top-K can use on the reranker's float64 scores (a τ of 1e-320 would pass the above
         # and fail only in the first training step)
@@ -142,6 +166,7 @@ class RerankConfig:
         check_choice(fn, "relaxation", self.relaxation, RELAXATIONS)
         check_choice(fn, "tau_schedule", self.tau_schedule, ("constant", "linear"))
         check_choice(fn, "init", self.init, ("lexical", "random"))
+        check_choice(fn, "reranker", self.reranker, RERANKERS)
         check_choice(fn, "emdr_per", self.emdr_per, ("token", "sequence"))
         check_choice(fn, "adist_mode", self.adist_mode, ("atlas", "fid"))
         check_choice(fn, "supervised_form", self.supervised_form, ("each", "any"))
@@ -160,13 +185,30 @@ class RerankConfig:
 
 # The baselines' values chosen by `mini-gumbel sweep --method M` on the dev split (the same budget and rule as
 # Gumbel Reranking's tau/kappa: best dev Recall@5, ties by dev indirect Recall@5; reranker seed 0, data seed 0,
-# the two-pass reader). The demo reports each baseline at Atlas's defaults and with these.
+# the two-pass reader; docs/results/sweep-*.md). The demo reports each baseline with these ("<method> (tuned)"),
+# and with --atlas-defaults also at Atlas's defaults. For EMDR and ADist the sweep chose Atlas's defaults
+# themselves, so their tuned rows equal the default ones.
 TUNED: dict = {
     'pdist': {'tau_g': 1.0, 'tau_s': 0.01},
-    'emdr': {'emdr_per': 'sequence', 'tau_s': 0.01},
+    'emdr': {'emdr_per': 'token', 'tau_s': 0.01},
     'loop': {'tau_g': 1.0, 'tau_s': 1.0},
     'adist': {'tau_g': 0.01, 'tau_s': 0.01},
 }
+
+# Gumbel Reranking with the relaxation that draws its K samples without replacement (so Σ M = K and it cannot
+# collapse onto one document as the paper's max can), at the values its own 12-point sweep chose
+# (`mini-gumbel sweep --method gumbel --relaxation iterative`, the same budget and rule: tau = 0.1,
+# kappa * std(w) = 1, dev Recall@5 83.6).
+GUMBEL_ITERATIVE: dict = {"relaxation": "iterative", "tau": 0.1, "kappa": 1.358}
+
+
+# The set-aware (listwise) reranker's values, chosen by the same sweeps run with `--reranker listwise` (the same rule;
+# κ·std(w) ∈ {0.5, 1, 2} for exact and rloo): its methods' own values, and its baselines' tuned rows.
+LISTWISE_DEFAULTS: dict = {"reranker": "listwise"}
+TUNED_LISTWISE: dict = dict(TUNED)
+# per reranker: the RerankConfig values its methods train with, and its baselines' tuned values
+RERANKER_DEFAULTS: dict = {"bilinear": {}, "listwise": LISTWISE_DEFAULTS}
+TUNED_BY_RERANKER: dict = {"bilinear": TUNED, "listwise": TUNED_LISTWISE}
 
 
 class ExperimentConfig(NamedTuple):

@@ -2,11 +2,13 @@
 
 1. build the data (deterministic from --data-seed);
 2. train the FiD reader, or reuse the checkpoint cached under its config;
-3. train the same bilinear reranker with Gumbel Reranking and every baseline (same steps, same seeds);
+3. train the same bilinear reranker with Gumbel Reranking, the objective it relaxes (rloo; exact on request)
+   and every baseline (same steps, same seeds);
 4. evaluate hard top-K on the test split: ranking metrics overall and on indirectly relevant documents,
    and the reader's EM/F1 from the top-K documents;
 5. print one table (a row per method, plus the untrained reranker and an oracle given the gold documents),
-   and write results.json, results.md and curves.png into --out.
+   and write results.json, results.md, curves.png (dev learning curves) and methods.png (the table as bars)
+   into --out.
 
 Every finished (method, seed) run is saved atomically under --out/runs/ with a hash of its configuration (configs.config_hash),
 so an interrupted demo resumes where it stopped (pass --no-resume to start over). Each run is trained under a lock
@@ -25,11 +27,12 @@ import numpy as np
 from ..atomic import atomic_open, atomic_write_json, atomic_write_text, file_lock
 from ..data import make_dataset
 from .cache import load_or_train_reader
-from .configs import METHODS, TUNED, config_hash, default_configs, quick_configs
+from .configs import (DEMO_METHODS, GUMBEL_ITERATIVE, OWN_FIELDS, RERANKER_DEFAULTS, TUNED_BY_RERANKER, config_hash,
+                      default_configs, quick_configs)
 from .evaluate import evaluate_ranker, format_em_table, format_table, mean_std
 from .train_reranker import compute_teachers, train_reranker
 
-__all__ = ["run_demo", "plot_curves", "progress_bar"]
+__all__ = ["run_demo", "demo_variants", "plot_curves", "plot_methods", "progress_bar"]
 
 
 def progress_bar():
@@ -56,32 +59,57 @@ def _override_tag(name: str, value) -> str:
 
 
 def run_label(method: str, overrides: dict | None) -> str:
-    """A method's row label: the method, plus the Gumbel Reranking overrides (they change only its training),
-    e.g. "gumbel (relaxation=st)"; the shared --steps is in every row's configuration, not its label."""
-    own = {k: v for k, v in (overrides or {}).items() if k != "steps"} if method == "gumbel" else {}
+    """A method's row label: the method, plus the overrides of its own fields (configs.OWN_FIELDS: they change
+    only its training), e.g. "gumbel (relaxation=st)" or "rloo (samples=4)"; the shared --steps is in every
+    row's configuration, not its label."""
+    own = {k: v for k, v in (overrides or {}).items() if k in OWN_FIELDS.get(method, ())}
     if not own:
         return method
     return f"{method} (" + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                                      for k, v in sorted(own.items())) + ")"
 
 
-def run_demo(*, out: Path, seeds=(0,), methods=METHODS, quick=False, data_seed=0, resume=True,
-             rerank_overrides: dict | None = None, reader: str = "two_pass", tuned: bool = True, progress=True,
-             log=print) -> dict:
+def demo_variants(methods, rerank_cfg, overrides: dict | None = None, *, tuned: bool = True,
+                  atlas_defaults: bool = False) -> list:
+    """The table's rows as (label, method, RerankConfig), in table order.
+
+    Every method trains with the shared RerankConfig (the baselines at Atlas's defaults). With ``tuned`` each
+    baseline in TUNED gets the row "<method> (tuned)" with the values `mini-gumbel sweep --method` chose on the
+    dev split under the same budget and rule as everyone's, and its Atlas-default row only with
+    ``atlas_defaults``. Gumbel Reranking, unless its own fields are overridden, also gets the row
+    "gumbel (relaxation=iterative)" at the values its own sweep chose (configs.GUMBEL_ITERATIVE; the bilinear
+    reranker only). The tuned values are those of the config's reranker (configs.TUNED_BY_RERANKER)."""
+    overrides = overrides or {}
+    tuned_values = TUNED_BY_RERANKER[rerank_cfg.reranker]
+    out = []
+    for m in methods:
+        tuned_row = tuned and m in tuned_values
+        if atlas_defaults or not tuned_row:
+            out.append((run_label(m, overrides), m, rerank_cfg))
+        if tuned_row:
+            out.append((f"{m} (tuned)", m, rerank_cfg.replace(**tuned_values[m])))
+        if (m == "gumbel" and rerank_cfg.reranker == "bilinear"
+                and not any(name in OWN_FIELDS["gumbel"] for name in overrides)):
+            out.append(("gumbel (relaxation=iterative)", m, rerank_cfg.replace(**GUMBEL_ITERATIVE)))
+    return out
+
+
+def run_demo(*, out: Path, seeds=(0,), methods=DEMO_METHODS, quick=False, data_seed=0, resume=True,
+             rerank_overrides: dict | None = None, reader: str = "two_pass", tuned: bool = True,
+             atlas_defaults: bool = False, progress=True, log=print) -> dict:
     """Run the comparison and write the results; returns the results dict (also written to results.json).
 
-    Every method trains with the shared RerankConfig (the baselines at Atlas's defaults); with ``tuned`` each
-    baseline in TUNED also gets a row "<method> (tuned)" with the values `mini-gumbel sweep --method` chose
-    on the dev split under the same budget and rule as Gumbel Reranking's. A finished (method, seed) run is
-    reused from --out/runs when its configuration hash matches; an unreadable run file is recomputed.
+    The rows: demo_variants(methods, ...). A finished (row, seed) run is reused from --out/runs when its
+    configuration hash matches; an unreadable run file is recomputed.
     """
     t0 = time.perf_counter()
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     bar = progress_bar() if progress else None
     data_cfg, reader_cfg, train_cfg, rerank_cfg = quick_configs(reader) if quick else default_configs(reader)
-    if rerank_overrides:
-        rerank_cfg = rerank_cfg.replace(**rerank_overrides)
+    if rerank_overrides:  # a reranker's own defaults (configs.RERANKER_DEFAULTS) first, then the overrides
+        kind = rerank_overrides.get("reranker", rerank_cfg.reranker)
+        rerank_cfg = rerank_cfg.replace(**{**RERANKER_DEFAULTS[kind], **rerank_overrides})
     k = rerank_cfg.k
     if quick:
         log("--quick: a smoke test of every code path at toy size; its numbers mean nothing")
@@ -101,10 +129,8 @@ def run_demo(*, out: Path, seeds=(0,), methods=METHODS, quick=False, data_seed=0
 
     base = {"data": repr(data_cfg), "reader": repr(reader_cfg), "reader_train": repr(train_cfg),
             "rerank": repr(rerank_cfg), "data_seed": data_seed}
-    # (row label, method, config); the Gumbel Reranking overrides are in its label
-    variants = [(run_label(m, rerank_overrides), m, rerank_cfg) for m in methods]
-    if tuned:
-        variants += [(f"{m} (tuned)", m, rerank_cfg.replace(**TUNED[m])) for m in methods if m in TUNED]
+    # (row label, method, config); a method's own overrides are in its label
+    variants = demo_variants(methods, rerank_cfg, rerank_overrides, tuned=tuned, atlas_defaults=atlas_defaults)
     runs = {}  # (label, seed) -> record
     untrained_at = {}  # (seed, dim, init) -> the untrained reranker's test metrics, computed once
     teachers = {}  # method -> its teacher (for gumbel: the reader memory), dropped after the method's last row
@@ -114,7 +140,8 @@ def run_demo(*, out: Path, seeds=(0,), methods=METHODS, quick=False, data_seed=0
             teachers.pop(variants[i - 1][1], None)  # frees e.g. the 246 MB reader memory of the Gumbel steps
         for seed in seeds:
             key = config_hash({**base, "rerank": repr(cfg), "method": method, "seed": seed})
-            path = out / "runs" / f"{method}{'-tuned' if label.endswith('(tuned)') else ''}-seed{seed}-{key[:8]}.json"
+            tag = "-tuned" if label.endswith("(tuned)") else ("-iterative" if "iterative" in label else "")
+            path = out / "runs" / f"{method}{tag}-seed{seed}-{key[:8]}.json"
             # one demo at a time per run file: a second demo on the same --out waits, then reuses the run
             with file_lock(path.with_suffix(".lock"), waiting=lambda: log(f"{label} seed {seed}: waiting for "
                            f"another demo that is training this run into {path}")):
@@ -174,9 +201,11 @@ def run_demo(*, out: Path, seeds=(0,), methods=METHODS, quick=False, data_seed=0
     written = [out / "results.json", out / "results.md"]
     try:
         plot_curves(results["curves"], k, out / "curves.png", seeds=seeds, quick=quick)
-        written.append(out / "curves.png")
+        plot_methods(summary, k, out / "methods.png", seeds=seeds, reader=reader, quick=quick)
+        written += [out / "curves.png", out / "methods.png"]
     except ImportError:
-        log('\nnote: matplotlib is not installed, so there is no curves.png (pip install -e ".[demo]" adds it)')
+        log('\nnote: matplotlib is not installed, so there is no curves.png or methods.png (pip install -e ".[demo]" '
+            'adds it)')
     log(f"\nwrote {', '.join(map(str, written))}  ({results['seconds']:.0f} s)")
     return results
 
@@ -212,6 +241,42 @@ def plot_curves(curves: dict, k: int, path: Path, *, seeds=(0,), quick: bool = F
     spread = f"mean over reranker seeds {list(seeds)}" if len(seeds) > 1 else f"reranker seed {seeds[0]}"
     fig.suptitle(f"Dev split, {spread}; hard top-{k} of the reranker's scores"
                  + ("; --quick smoke test: the numbers mean nothing" if quick else ""), fontsize=9)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
+PLOTTED = (("recall@{k}", "Recall@{k}"), ("all_gold@{k}", "all-gold@{k}"), ("indirect_recall@{k}", "indirect Recall@{k}"),
+           ("em_two_hop", "two-hop EM"))
+
+
+def plot_methods(summary: dict, k: int, path: Path, *, seeds=(0,), reader: str = "two_pass",
+                 quick: bool = False) -> None:
+    """The table as one picture: a group of bars per row (untrained, each method, the oracle), one bar per metric
+    of PLOTTED (test split, %), with the spread over seeds as error bars. ImportError without matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(summary)
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.75 * len(rows) + 2), 4.2), constrained_layout=True)
+    width = 0.8 / len(PLOTTED)
+    for j, (key, title) in enumerate(PLOTTED):
+        key = key.format(k=k)
+        mean = [100 * (summary[r][key]["mean"] or 0.0) for r in rows]
+        std = [100 * (summary[r][key]["std"] or 0.0) for r in rows]
+        ax.bar(np.arange(len(rows)) + (j - (len(PLOTTED) - 1) / 2) * width, mean, width,
+               yerr=std if len(seeds) > 1 else None, capsize=2, label=title.format(k=k))
+    ax.set_xticks(np.arange(len(rows)))
+    ax.set_xticklabels([r.replace(" (", "\n(") for r in rows], fontsize=7.5)
+    ax.set_ylabel("test split, %")
+    ax.set_ylim(0, 105)
+    ax.grid(axis="y", alpha=0.3)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=len(PLOTTED), fontsize=8)
+    spread = f"mean ± std over reranker seeds {list(seeds)}" if len(seeds) > 1 else f"reranker seed {seeds[0]}"
+    ax.set_title(f"hard top-{k} of each reranker, the {reader.replace('_', '-')} reader; {spread}"
+                 + ("; --quick: the numbers mean nothing" if quick else ""), fontsize=9)
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110)
     plt.close(fig)

@@ -8,18 +8,16 @@ from __future__ import annotations
 import numpy as np
 
 from .. import metrics
-from ..data import GOLD_BRIDGE, TARGET, Dataset, Splits
+from ..data import GOLD_BRIDGE, TARGET, Dataset
 from ..gumbel import tau_kappa_issue, topk_mask
 from ..reader import ReaderConfig
-from ..reranker import init_reranker, reranker_forward
-from ..validate import check_int, check_real, check_seed, check_type, fail
+from .rankers import ranker_forward
+from ..validate import check_int, check_real, check_type, fail
 from ..gumbel_reranking import reader_memory_of
-from .configs import RerankConfig
 from .readers import no_doc_batch, predict, reader_inputs
 
 __all__ = ["CONDITIONS", "TABLE_METRICS", "evaluate_reader", "format_em_table", "batches",
-           "score_all", "evaluate_ranker", "mean_std", "format_table", "exact_match_rows", "untrained_score_std",
-           "check_kappa_grid"]
+           "score_all", "evaluate_ranker", "mean_std", "format_table", "exact_match_rows", "check_kappa_grid"]
 
 CONDITIONS = ("all_candidates", "gold_in_k", "gold_only", "without_bridge_doc", "answer_doc_alone", "random_k",
               "no_docs", "distractors_only")
@@ -151,22 +149,9 @@ def score_all(params, data, *, chunk: int = 256, pad_id: int = 0):
     out = []
     for idx in batches(len(data), chunk):
         b = data.batch(idx)
-        s, _ = reranker_forward(params, b.question, b.docs, pad_id=pad_id)
+        s, _ = ranker_forward(params, b.question, b.docs, pad_id=pad_id)
         out.append(np.asarray(s))
     return np.concatenate(out, axis=0)
-
-
-def untrained_score_std(splits, rerank_cfg, seed: int = 0) -> float:
-    """std(w), the unit of the κ·std(w) grids of the sweep and the gradient study: the spread of the untrained
-    reranker's scores (``seed``) among one question's candidates, averaged over the first n_train training
-    questions. Needs the data only, not the reader."""
-    fn = "untrained_score_std"
-    check_type(fn, "splits", splits, Splits, "the Splits of data.make_dataset")
-    check_type(fn, "rerank_cfg", rerank_cfg, RerankConfig)
-    seed = check_seed(fn, seed)
-    init = init_reranker(len(splits.vocab), rerank_cfg.dim, seed, init=rerank_cfg.init)
-    n = min(rerank_cfg.n_train, len(splits.train))
-    return float(np.mean(np.std(score_all(init, splits.train.batch(np.arange(n))), axis=1)))
 
 
 def check_kappa_grid(fn: str, taus, kappa_stds, w_std: float) -> None:

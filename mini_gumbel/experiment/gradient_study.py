@@ -47,12 +47,13 @@ from ..atomic import atomic_open, atomic_write_json, atomic_write_text
 from ..data import Splits, make_dataset
 from ..estimators import (expected_value_and_grad, gradient_error_stats, reinforce_gradient_draws,
                           reinforce_moments, relaxed_gradient_draws, subset_probabilities)
+from ..hard_subsets import subset_nll
 from ..reranker import init_reranker, reranker_forward
 from ..two_pass_reader import TwoPassBatch
 from ..validate import check_bool, check_int, check_real, check_type, fail
 from .cache import load_or_train_reader
 from .configs import default_configs, quick_configs
-from .evaluate import check_kappa_grid, untrained_score_std
+from .evaluate import check_kappa_grid, score_all
 from .flags import directory
 from .readers import answer_nll, answer_nll_mask_grad, reader_inputs
 
@@ -112,14 +113,11 @@ def repeat_inputs(inputs: TwoPassBatch, n: int) -> TwoPassBatch:
     return TwoPassBatch(*(np.repeat(f, n, axis=0) for f in inputs))
 
 
-def subset_losses(params, cfg, inputs, subsets) -> np.ndarray:
-    """c_S (S,) float64: the reader's answer NLL of one example with the hard mask 1_S, for every row of
-    ``subsets`` (S, K), in one batched reader call (a 0/1 mask equals dropping the documents, docs/method.md §6.4)."""
-    N = inputs.ctx1.shape[1]
-    masks = (subsets[:, :, None] == np.arange(N)[None, None, :]).any(axis=1)  # (S, N) bool
-    _, cache = answer_nll(params, cfg, repeat_inputs(inputs, len(subsets)),
-                          masks.astype(params["tok_emb"].dtype))
-    return np.asarray(cache.nll, dtype=np.float64)  # (S,)
+def subset_losses(params, cfg, inputs, subsets, memory=None) -> np.ndarray:
+    """c_S (S,) float64: the reader's answer NLL of one example (a batch of 1) with the hard mask 1_S, for every
+    row of ``subsets`` (S, K), each read from its K documents only (hard_subsets.subset_nll: a 0/1 mask equals
+    dropping the documents, docs/method.md §6). memory: the example's reader_memory_of, or None."""
+    return subset_nll(params, cfg, inputs, subsets[None], memory=memory)[0]  # (S,)
 
 
 def mask_loss_fn(params, cfg, inputs):
@@ -241,7 +239,14 @@ def check_against_data(cfg: GradientStudyConfig, splits=None) -> None:
         if getattr(cfg, name) > have:
             fail(fn, name, getattr(cfg, name), f"at most {have}, the {hops}-hop questions of the dev split "
                  f"(data seed {cfg.data_seed})")
-    check_kappa_grid(fn, cfg.taus, cfg.kappa_stds, untrained_score_std(splits, rerank_cfg, cfg.seed))
+    check_kappa_grid(fn, cfg.taus, cfg.kappa_stds, _reranker_and_spread(splits, rerank_cfg, cfg.seed)[1])
+
+
+def _reranker_and_spread(splits, rerank_cfg, seed):
+    """The study's untrained reranker and std(w) of its scores on the first n_train training questions."""
+    rr = init_reranker(len(splits.vocab), rerank_cfg.dim, seed, init=rerank_cfg.init)
+    n = min(rerank_cfg.n_train, len(splits.train))
+    return rr, float(np.mean(np.std(score_all(rr, splits.train.batch(np.arange(n))), axis=1)))
 
 
 def run_gradient_study(cfg: Optional[GradientStudyConfig] = None, *, out: Optional[Path] = None, progress=True,
@@ -259,8 +264,7 @@ def run_gradient_study(cfg: Optional[GradientStudyConfig] = None, *, out: Option
     params, reader_cfg, _ = load_or_train_reader(data_cfg, reader_cfg, train_cfg, seed=cfg.data_seed,
                                                  splits=splits, progress=progress)
     t_reader = time.perf_counter() - t0
-    rr = init_reranker(len(splits.vocab), rerank_cfg.dim, cfg.seed, init=rerank_cfg.init)
-    w_std = untrained_score_std(splits, rerank_cfg, cfg.seed)  # std(w) exactly as the sweep measures it
+    rr, w_std = _reranker_and_spread(splits, rerank_cfg, cfg.seed)
     kappas = [c / w_std for c in cfg.kappa_stds]
     dev = splits.dev
     single = np.flatnonzero(dev.hops == 1)[: cfg.n_single]
