@@ -405,13 +405,21 @@ def test_check_kappa_grid_names_every_bad_argument(data):
     check_kappa_grid("g", [0.03, 1.0], [1.0, 5.0], 0.7267)  # the sweep's grid
 
 
-def test_check_finite_output_names_the_parameter_or_the_output():
-    P = {"a": np.ones(2), "b": np.array([1.0, NAN])}
+@given(where=st.integers(0, 2), bad=st.sampled_from([NAN, INF, -INF]), name=st.sampled_from(["a", "b", "lm.W"]),
+       out_bad=st.sampled_from([NAN, INF, -INF]))
+def test_check_finite_output_names_the_parameter_or_the_output(where, bad, name, out_bad):
+    P = {"a": np.ones(3), "b": np.ones((2, 3)), "lm.W": np.zeros(3)}
     check_finite_output("f", np.float64(1.0), P)  # a finite output: no scan, no error
-    with _raises(ValueError, "f", "params['b']"):
-        check_finite_output("f", np.float64(NAN), P)
-    with _raises(ValueError, "f", "loss"):
-        check_finite_output("f", np.array([1.0, INF]), {"a": np.ones(2)})
+    out = np.ones(3)
+    out[where] = out_bad
+    with _raises(ValueError, "f", "loss"):  # every parameter finite: the output itself is named
+        check_finite_output("f", out, P)
+    P[name] = P[name].copy()
+    P[name].flat[where] = bad
+    with _raises(ValueError, "f", f"params[{name!r}]"):
+        check_finite_output("f", np.float64(out_bad), P)
+    with _raises(TypeError, "f", "params['x']"):
+        check_finite_output("f", np.float64(NAN), {"x": [1.0]})
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,8 @@ from .flags import directory
 from .readers import answer_nll, answer_nll_mask_grad, reader_inputs
 
 __all__ = ["ESTIMATORS", "GradientStudyConfig", "repeat_inputs", "subset_losses", "mask_loss_fn",
-           "study_example", "run_gradient_study", "plot_study", "add_arguments", "run_from_args"]
+           "study_example", "check_against_data", "run_gradient_study", "plot_study", "add_arguments",
+           "run_from_args"]
 
 # estimator name -> (relaxation, noise) for the relaxed ones; the REINFORCE ones depend on κ only
 RELAXED = {"max": ("max", True), "iterative": ("iterative", True), "st": ("st", True),

@@ -52,7 +52,7 @@ from .rankers import init_ranker, ranker_backward, ranker_forward
 from .readers import answer_nll, final_read_attention, one_doc_logprobs, reader_inputs
 
 __all__ = ["RerankRun", "Method", "REGISTRY", "StepInputs", "compute_teachers", "method_loss", "initial_reranker",
-           "train_reranker"]
+           "untrained_score_std", "train_reranker"]
 
 
 class RerankRun(NamedTuple):
