@@ -24,11 +24,13 @@ is exactly ``R`` -- feed ``R`` as ``dout`` to the backward.
 """
 from __future__ import annotations
 
+from collections import abc
 from typing import Callable, Mapping, NamedTuple
 
 import numpy as np
 
 from .backend import get_xp, is_traced, to_numpy
+from .validate import check_bool, check_real, check_type, fail
 
 __all__ = ["rel_error", "probe", "directional_check", "jacobian_check", "numerical_gradient", "CheckResult",
            "check_grads", "GradReport"]
@@ -82,9 +84,11 @@ def directional_check(
     if not grads:
         raise ValueError("directional_check: grads is empty; expected at least one gradient to check")
     direction = {}
+    check_real("directional_check", "eps", eps, lo=0.0, lo_open=True)
     for k, g in grads.items():
         if k not in inputs:
-            raise KeyError(f"directional_check: gradient for {k!r} but no input of that name")
+            raise ValueError(f"directional_check: grads={sorted(grads)}; expected the names of inputs "
+                             f"(no input {k!r})")
         x = inputs[k]
         _check_float64(k, x)
         if np.shape(g) != np.shape(x):
@@ -109,6 +113,7 @@ def directional_check(
 
 def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, *, eps: float = 1e-6) -> np.ndarray:
     """Full central-difference gradient of a scalar ``f`` at ``x`` (2 calls per entry: tiny shapes only)."""
+    check_real("numerical_gradient", "eps", eps, lo=0.0, lo_open=True)
     _check_float64("x", x)
     g = np.zeros_like(x)
     flat = x.reshape(-1)
@@ -132,6 +137,7 @@ def jacobian_check(
     Returns the norm-wise relative error of the two Jacobians. Cost: 2 * x.size forward calls plus
     y.size backward calls, so keep both small.
     """
+    check_real("jacobian_check", "eps", eps, lo=0.0, lo_open=True)
     _check_float64("x", x)
     y0 = np.asarray(f(x))
     J_num = np.zeros((y0.size, x.size))  # (out, in)
@@ -197,13 +203,31 @@ def check_grads(
                  the smooth surrogate whose gradient the backward returns. Autograd (2) still traces
                  ``forward``, whose traced graph must carry the surrogate's gradient.
     """
+    fn = "check_grads"
+    for name, f in (("forward", forward), ("backward", backward), ("fd_forward", fd_forward)):
+        if not callable(f) and not (name == "fd_forward" and f is None):
+            fail(fn, name, f, "a callable" + (" or None" if name == "fd_forward" else ""), TypeError)
+    check_type(fn, "inputs", inputs, abc.Mapping, "a dict {name: float64 array}")
+    if not inputs:
+        fail(fn, "inputs", inputs, "at least one input")
+    if mask is not None:
+        check_type(fn, "mask", mask, abc.Mapping, "a dict {name: 0/1 array} or None")
+    for name, v, lo_open in (("tol", tol, True), ("autograd_tol", autograd_tol, True), ("floor", floor, False),
+                             ("eps", eps, True), ("mutation", mutation, True)):
+        check_real(fn, name, v, lo=0.0, lo_open=lo_open)
+    check_bool(fn, "use_autograd", use_autograd)
     if rng is None:
         rng = np.random.default_rng(0)
+    check_type(fn, "rng", rng, np.random.Generator, "a numpy.random.Generator or None")
     out, cache = forward(dict(inputs))
     R = probe(np.shape(out), rng)
     grads = backward(R, cache)
     if not isinstance(grads, Mapping) or not grads:
         raise TypeError("check_grads: backward must return a non-empty dict {input name: gradient}")
+    unknown = [k for k in grads if k not in inputs]
+    if unknown:
+        fail(fn, "backward", backward, f"gradients of inputs only (it returned {unknown[0]!r}, not one of "
+             f"{sorted(inputs)[:8]})")
     grads = {k: np.asarray(to_numpy(g), dtype=np.float64) for k, g in grads.items()}
 
     def projected(fwd):

@@ -14,7 +14,8 @@ Three relaxed top-K masks ``M ∈ R^N`` behind one interface (``relaxed_topk_for
   0 < M_i < 1 and 1 ≤ Σ M ≤ K. As τ → 0, M → indicator of the union of K draws *with* replacement
   (E[M_i] → 1 - (1 - p_i)^K); κ → ∞ collapses it to top-1. It never becomes an exact top-K.
   Gradient: the max routes to the winning draw j*(i) (ties to the lowest j),
-      dw_l = (κ/τ) Σ_i g_i S^(j*)_i (δ_il - S^(j*)_l).
+      dw_l = (κ/τ) Σ_i g_i S^(j*)_i (δ_il - S^(j*)_l),
+  accurate row by row also where a draw saturates (its 1 - S_l kept as Σ_{i≠l} S_i; docs/method.md §4.3).
 * ``"iterative"`` (Xie & Ermon 2019): one noise row, α = κ w + G; for j = 1..K
       a^(j) = softmax(α / τ),   α ← α + log(1 - a^(j));   M = Σ_j a^(j).
   Σ M = K exactly, entries may exceed 1, and τ → 0 gives the exact K-hot of top-K(κ w + G).
@@ -60,6 +61,8 @@ from .validate import check_array, check_cache, check_choice, check_real, check_
 
 __all__ = [
     "RELAXATIONS",
+    "check_tau_kappa",
+    "tau_kappa_issue",
     "RelaxedTopKCache",
     "gumbel_noise",
     "topk_mask",
@@ -140,25 +143,59 @@ def _check_values(fn: str, x, scores, k: int, noise, xp):
         check_array(fn, "noise", noise, finite=True)
 
 
-def _key_scales(fn: str, tau: float, kappa: float, dtype):
-    """(κ/u, 1/u, u/τ) for the keys x = (κ w + G)/u (module docstring, "Numerics"), u = 2**e the power of 2
-    in (2 max(κ, 1), 4 max(κ, 1)]; u/τ must be finite in ``dtype``.
+def check_tau_kappa(fn: str, tau, kappa, dtype=np.float64, *, names=("tau", "kappa")):
+    """(tau, kappa) as floats when the relaxed top-K of scores of ``dtype`` can use them, else a ValueError
+    (TypeError for a non-number) naming the one to change, by the caller's ``names``.
 
-    A power of 2 scales exactly: x is κ w + G as computed in floating point, divided by u, so it has the same
-    order and the same ties ("st"'s hard mask is that of κ w + G).
-    """
-    e = math.frexp(max(kappa, 1.0))[1] + 1  # max(κ, 1) = m 2**(e-1), m in [1/2, 1)
+    Both must be finite numbers > 0, and the keys' scale u/τ finite in ``dtype``, u the power of 2 in
+    (2 max(κ, 1), 4 max(κ, 1)] (module docstring, "Numerics"): τ >= u/finfo.max. When no τ <= 1 can help
+    (u itself overflows, κ > finfo.max/4) κ is named, else τ. For configs and command lines that check a
+    setting before any work; relaxed_topk_forward checks the same."""
+    tau = check_real(fn, names[0], tau, lo=0.0, lo_open=True)
+    kappa = check_real(fn, names[1], kappa, lo=0.0, lo_open=True)
+    issue = tau_kappa_issue(tau, kappa, dtype)
+    if issue is not None:
+        which, expected = issue
+        fail(fn, names[which == "kappa"], kappa if which == "kappa" else tau, expected)
+    return tau, kappa
+
+
+def tau_kappa_issue(tau: float, kappa: float, dtype=np.float64):
+    """None when the relaxed top-K can use the floats τ and κ with scores of ``dtype``, else ("tau" or
+    "kappa", what is expected of it): check_tau_kappa without the raising, for callers whose names differ
+    (a grid of κ·std(w) values, a command-line flag). An infinite κ is one that is too large."""
+    for which, v in (("tau", tau), ("kappa", kappa)):
+        if not v > 0.0 or math.isnan(v):
+            return which, "a finite number > 0"
+    if not math.isfinite(tau):
+        return "tau", "a finite number > 0"
+    e = math.frexp(max(kappa, 1.0))[1] + 1 if math.isfinite(kappa) else 1 << 30  # u = 2**e, max(κ, 1) = m 2**(e-1)
     big = float(np.finfo(dtype).max)
     try:
         scale = math.ldexp(1.0 / tau, e)  # u/τ; 1/τ may itself be inf
     except OverflowError:
         scale = math.inf
-    if not scale <= big:
-        bound = math.ldexp(1.0 / big, e)
-        fail(fn, "tau", tau, f"tau >= u/finfo({np.dtype(dtype).name}).max = {bound:.3g} (u = 2**{e}, the power of 2 "
-             f"in (2 max(1, kappa), 4 max(1, kappa)], kappa={kappa:g}): the keys are scaled by u/tau, and the "
-             "gradient with them")
-    return math.ldexp(kappa, -e), math.ldexp(1.0, -e), scale
+    if scale <= big:
+        return None
+    name = np.dtype(dtype).name
+    if kappa > 1.0 and e >= np.finfo(dtype).maxexp:  # u itself overflows: no tau <= 1 helps
+        return "kappa", (f"kappa <= finfo({name}).max/4 = {big / 4:.3g} (the keys are kept in units of u, the "
+                         "power of 2 in (2 kappa, 4 kappa], and scaled by u/tau)")
+    return "tau", (f"tau >= u/finfo({name}).max = {math.ldexp(1.0 / big, e):.3g} (u = 2**{e}, the power of 2 in "
+                   f"(2 max(1, kappa), 4 max(1, kappa)], kappa={kappa:g}): the keys are scaled by u/tau, and the "
+                   "gradient with them")
+
+
+def _key_scales(fn: str, tau: float, kappa: float, dtype):
+    """(κ/u, 1/u, u/τ) for the keys x = (κ w + G)/u (module docstring, "Numerics"), u = 2**e the power of 2
+    in (2 max(κ, 1), 4 max(κ, 1)]; u/τ must be finite in ``dtype`` (else the ValueError of check_tau_kappa).
+
+    A power of 2 scales exactly: x is κ w + G as computed in floating point, divided by u, so it has the same
+    order and the same ties ("st"'s hard mask is that of κ w + G).
+    """
+    check_tau_kappa(fn, tau, kappa, dtype)
+    e = math.frexp(max(kappa, 1.0))[1] + 1
+    return math.ldexp(kappa, -e), math.ldexp(1.0, -e), math.ldexp(1.0 / tau, e)
 
 
 def _check_noise(noise, raw_scores, k: int, relaxation: str, fn: str):
@@ -383,23 +420,100 @@ def relaxed_topk_backward(dmask, cache):
 
 
 def _max_backward(dmask, cache, xp):
-    """dscores of "max" (docs/method.md §4.3)."""
+    """dscores of "max" (docs/method.md §4.3), accurate row by row also where the softmaxes saturate."""
     S, M = cache.S, cache.M  # (..., K, N), (..., N)
     # M = xp.max(S, axis=-2): item i's gradient goes to its winning draw j*(i) only. M is one of the S^(j)_i
-    # exactly, so the winners are where S equals M: one comparison instead of an argmax over the K axis
-    # (8x slower here). Only when two draws tie exactly (more winners than items) is the lowest j kept,
-    # which is what argmax would return.
-    win = S == M[..., None, :]  # (..., K, N) True at the winning draw(s) of each item
-    if int(xp.count_nonzero(win)) != M.size:
-        win &= xp.cumsum(win, axis=-2) == 1  # the first winner along j
+    # exactly, so the winners are where S equals M: one comparison instead of an argmax over the K axis.
+    # Only when two draws tie exactly (more winners than items) is the lowest j kept, which is what argmax
+    # would return (in the rows redone below, a saturated item's tie is decided by its rests instead).
+    tied = S == M[..., None, :]  # (..., K, N) True at the winning draw(s) of each item
+    win = tied if int(xp.count_nonzero(tied)) == M.size else _first_along_draws(tied, xp)
     # S, _ = _softmax(z): dz^(j) = S^(j) ⊙ (dS^(j) - <dS^(j), S^(j)>) with dS^(j)_i = win_ji g_i.
     # The winner's S is M, so <dS^(j), S^(j)> = Σ_i win_ji g_i M_i = t_j, and summed over the draws
     # Σ_j dz^(j)_i = g_i M_i - Σ_j t_j S^(j)_i: two small matmuls, no (..., K, N) softmax backward.
     gM = dmask * M  # (..., N)
     t = xp.matmul(win.astype(S.dtype), gM[..., :, None])  # (..., K, 1)
     dz = gM - xp.matmul(xp.swapaxes(t, -1, -2), S)[..., 0, :]  # (..., N)
+    # That form's error is a few eps times its largest term, max |g M| (t_j* M_l is about g_l M_l), whatever
+    # the size of the row itself, which a saturated draw makes as small as 1 - M ~ e^(-gap/τ): such a row can
+    # come out entirely wrong (e.g. 0) although the tensor looks right. A row is redone by
+    # _saturated_backward (exact to rounding of the row's own size) when |dz|_2 < 2^-16 sqrt(N) |g M|_2;
+    # every other row keeps an error of at most about 2^16 eps of its largest entry (1.5e-11 in float64, 1% in
+    # float32, where only such rows lose digits). Squared norms as one batched product each (3x cheaper than
+    # abs and max); a row whose g M underflows when squared (|g M| < 1e-154 in float64) is not redone. At the
+    # bench's B=64, N=100, K=5, kappa=1 that is no row at tau=0.5, 2% at 0.1 and half of them at 0.01.
+    n = M.shape[-1]
+    redo = _rowdot(dz, dz, xp)[..., 0] < (2.0**-32 * n) * _rowdot(gM, gM, xp)[..., 0]  # (...,)
+    if bool(xp.any(redo)):
+        k = S.shape[-2]
+        rows = xp.nonzero(redo.reshape(-1))[0]  # (R,) of the flattened batch
+        dz = dz.reshape(-1, n)  # (B, N) our own fresh array
+        dz[rows] = _saturated_backward(dmask.reshape(-1, n)[rows], S.reshape(-1, k, n)[rows],
+                                       M.reshape(-1, n)[rows], tied.reshape(-1, k, n)[rows],
+                                       win.reshape(-1, k, n)[rows], xp)  # (R, N)
+        dz = dz.reshape(M.shape)  # (..., N)
     # z = (kappa * scores + noise) / tau
     return (cache.kappa / cache.tau) * dz  # (..., N)
+
+
+def _first_along_draws(win, xp):
+    """win (..., K, N) with only the first True of each column kept (the draw argmax would return).
+
+    A loop over the K draws on (..., N) slices: 10x faster than cumsum and 2x faster than argmax over that
+    strided axis at B=64, N=100, K=5."""
+    out = win.copy()  # (..., K, N)
+    seen = win[..., 0, :].copy()  # (..., N) a True in an earlier draw
+    for j in range(1, win.shape[-2]):
+        out[..., j, :] &= ~seen
+        seen |= win[..., j, :]
+    return out
+
+
+def _saturated_backward(g, S, M, tied, win, xp):
+    """The same dz = g ⊙ M - Σ_j t_j S^(j) for rows g, M (R, N), S, tied, win (R, K, N), with the entry of
+    every saturated item (M_l > 1/2: the top entry of its winning draw) built from its parts.
+
+    For a saturated item l, j = j*(l):  dz_l = g_l M_l - t_j M_l - Σ_{j'≠j} t_j' S^(j')_l
+                                             = M_l (g_l rest_j - t~_j) - Σ_{j'≠j} t_j' S^(j')_l
+    with rest_j = 1 - M_l = Σ_{i≠l} S^(j)_i and t~_j = Σ_{i≠l} win_ji g_i M_i. The first line subtracts two
+    O(|g_l|) numbers to leave one of size 1 - M_l, and the small terms vanish in the rounding; the second
+    builds each term on its own, rest_j as a sum of small positives. The other winners of draw j are
+    unsaturated (S_l > 1/2 leaves less than 1/2 to them), so t~_j is the t_j of the unsaturated items.
+    The rounding also merges draws: S^(j)_l rounds to 1 in every draw whose rest is below eps/2, so several
+    can tie at M_l. The winner is the tied draw with the smallest rest (then the lowest j): rounding is
+    monotone, so it can merge two S but never reorder them, and the winner is always among the tied draws.
+    Indices are flat (one integer array into a raveled array), which NumPy gathers several times faster
+    than tuples of index arrays.
+    """
+    R, K, N = S.shape
+    f = xp.nonzero((M > 0.5).reshape(-1))[0]  # (P,) the saturated items, flat into (R, N)
+    r, l = f // N, f % N  # (P,) their rows and columns
+    P = f.shape[0]
+    at = (r * (K * N) + l)[:, None] + xp.arange(K) * N  # (P, K) flat into (R, K, N): entry l of every draw
+    qp, qj = xp.nonzero(tied.reshape(-1)[at])  # (Q,) the tied draws of each, Q >= P
+    others = S.reshape(R * K, N)[r[qp] * K + qj]  # (Q, N) those draws (a copy)
+    others.reshape(-1)[xp.arange(qp.shape[0]) * N + l[qp]] = 0.0  # without the item itself
+    rest_pk = xp.full((P, K), xp.inf, dtype=S.dtype)  # (P, K) the rest of each tied draw
+    rest_pk.reshape(-1)[qp * K + qj] = xp.sum(others, axis=-1)  # Σ_{i≠l} S^(j)_i
+    j = xp.argmin(rest_pk, axis=-1)  # (P,) the smallest rest, then the lowest j
+    pj = xp.arange(P) * K + j  # (P,) flat into (P, K)
+    if qp.shape[0] != P:  # a tie: each saturated item wins at its j only
+        win = win.copy()
+        win.reshape(-1)[at] = xp.arange(K) == j[:, None]  # (P, K) one-hot columns
+    gM = g * M  # (R, N)
+    gM_u = gM.copy()
+    gM_u.reshape(-1)[f] = 0.0  # (R, N) g M of the unsaturated items
+    t_u = xp.matmul(win.astype(S.dtype), gM_u[..., :, None])[..., 0]  # (R, K) t~_j
+    rj = r * K + j  # (P,) flat into (R, K): each saturated item's winning draw (never repeated)
+    t = t_u.copy()
+    t.reshape(-1)[rj] += gM.reshape(-1)[f]  # (R, K) t_j
+    dz = gM - xp.matmul(t[:, None, :], S)[:, 0, :]  # (R, N) the summed form: right for the unsaturated items
+    tS = t[r] * S.reshape(-1)[at]  # (P, K) t_j' S^(j')_l
+    tS.reshape(-1)[pj] = 0.0  # without the winning draw's
+    rest = rest_pk.reshape(-1)[pj]  # (P,) rest_j at the winning draw
+    own = M.reshape(-1)[f] * (g.reshape(-1)[f] * rest - t_u.reshape(-1)[rj])  # (P,) M_l (g_l rest_j - t~_j)
+    dz.reshape(-1)[f] = own - xp.sum(tS, axis=-1)  # (P,)
+    return dz  # (R, N)
 
 
 def _rowdot(x, y, xp):

@@ -29,11 +29,15 @@ and ``memory=`` hands a batch's rows to the step, which then skips that work wit
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .backend import get_xp
-from .gumbel import gumbel_noise, relaxed_topk_backward, relaxed_topk_forward, topk_mask
-from .reader import reader_backward, reader_forward, reader_memory
+from .gumbel import RELAXATIONS, gumbel_noise, relaxed_topk_backward, relaxed_topk_forward, topk_mask
+from .reader import (ReaderConfig, _check_answer, _check_ctx, _check_memory, _check_params, reader_backward,
+                     reader_forward, reader_memory)
 from .reranker import reranker_backward, reranker_forward
-from .two_pass_reader import TwoPassBatch, two_pass_backward, two_pass_forward, two_pass_memory
+from .two_pass_reader import TwoPassBatch, _check_forward, two_pass_backward, two_pass_forward, two_pass_memory
+from .validate import check_array, check_bool, check_choice, check_int, check_real, check_scores, check_type, fail
 
 __all__ = ["gumbel_reranking_loss", "gumbel_reranking_step", "rerank", "reader_memory_of"]
 
@@ -53,9 +57,11 @@ def gumbel_reranking_loss(scores, batch, reader_params, reader_cfg, rng, *, k, t
     batch: the reader's inputs, a two_pass_reader.TwoPassBatch, or for the one-pass FiD reader anything
     with .ctx (B, N, L), .ans_in and .ans_out (B, T); rng: a numpy Generator (fresh noise per call);
     memory: reader_memory_of(reader_params, reader_cfg, batch) (or rows of it), or None to compute it here.
+    Every argument is checked first, by the name it has here (1 <= k <= N: no silent clamping).
     """
+    _check_loss_args("gumbel_reranking_loss", scores, batch, reader_params, reader_cfg, rng, k, tau, kappa,
+                     relaxation, noise, memory)
     B, N = scores.shape
-    k = min(k, N)
     # 1. Gumbel noise, drawn outside the differentiable code: K rows per example for "max", one otherwise
     # (drawn on the host, so every backend sees the same noise, then put where the scores are)
     G = (gumbel_noise((B, k, N) if relaxation == "max" else (B, N), rng, xp=get_xp(scores), dtype=scores.dtype)
@@ -81,6 +87,7 @@ def gumbel_reranking_step(reranker_params, question, docs, reader_params, reader
                           kappa=1.0, relaxation="max", noise=True, memory=None):
     """(loss, reranker gradients): scores = reranker(question (B, Lq), docs (B, N, Ld)), then
     gumbel_reranking_loss on the reader's inputs ``batch`` (and ``memory``), then back into the reranker."""
+    check_type("gumbel_reranking_step", "reader_cfg", reader_cfg, ReaderConfig)
     scores, cache = reranker_forward(reranker_params, question, docs, pad_id=reader_cfg.pad_id)
     loss, dscores = gumbel_reranking_loss(scores, batch, reader_params, reader_cfg, rng, k=k, tau=tau,
                                           kappa=kappa, relaxation=relaxation, noise=noise, memory=memory)
@@ -88,6 +95,38 @@ def gumbel_reranking_step(reranker_params, question, docs, reader_params, reader
 
 
 def rerank(reranker_params, question, docs, k, *, pad_id=0):
-    """Inference: the hard top-K mask (B, N) of the reranker's scores, no noise and no relaxation."""
+    """Inference: the hard top-K mask (B, N) of the reranker's scores, no noise and no relaxation; 1 <= k <= N."""
     scores, _ = reranker_forward(reranker_params, question, docs, pad_id=pad_id)
-    return topk_mask(scores, min(k, scores.shape[1]))
+    check_int("rerank", "k", k, lo=1, hi=scores.shape[1])
+    return topk_mask(scores, k)
+
+
+def _check_loss_args(fn, scores, batch, reader_params, reader_cfg, rng, k, tau, kappa, relaxation, noise, memory):
+    """Every argument of gumbel_reranking_loss, named as it is passed there, before any noise is drawn."""
+    check_array(fn, "scores", scores, ndim=2)  # (B, N) float
+    check_scores(fn, scores, k)  # finite or -inf (padding), 1 <= k <= N finite scores in every row
+    check_choice(fn, "relaxation", relaxation, RELAXATIONS)
+    check_real(fn, "tau", tau, lo=0.0, lo_open=True)
+    check_real(fn, "kappa", kappa, lo=0.0, lo_open=True)
+    if check_bool(fn, "noise", noise) or rng is not None:  # without noise no rng is needed
+        check_type(fn, "rng", rng, np.random.Generator, "a numpy.random.Generator (numpy.random.default_rng(seed))")
+    names = ("reader_params", "reader_cfg", "memory")
+    if isinstance(batch, TwoPassBatch):
+        _check_forward(reader_params, reader_cfg, batch, None, memory, fn, names)
+        ctx_name, ctx = "batch.ctx1", batch.ctx1
+    else:  # the one-pass FiD reader
+        if not all(hasattr(batch, a) for a in ("ctx", "ans_in", "ans_out")):
+            fail(fn, "batch", batch, "a TwoPassBatch, or for the FiD reader a batch with .ctx (B, N, L), .ans_in "
+                 "and .ans_out (B, T)", TypeError)
+        dtype = _check_params(reader_params, reader_cfg, fn, *names[:2])
+        ctx_name, ctx = "batch.ctx", batch.ctx
+        _check_ctx(ctx, reader_cfg, fn, ctx_name)
+        _check_answer("batch.ans_in", batch.ans_in, ctx.shape[0], reader_cfg, fn)
+        _check_answer("batch.ans_out", batch.ans_out, ctx.shape[0], reader_cfg, fn)
+        if batch.ans_out.shape != batch.ans_in.shape:
+            fail(fn, "batch.ans_out.shape", batch.ans_out.shape, f"batch.ans_in.shape={batch.ans_in.shape}")
+        if memory is not None:
+            _check_memory(memory, reader_cfg, ctx, dtype, fn, names[2], ctx_name)
+    if tuple(ctx.shape[:2]) != tuple(scores.shape):
+        B, N = scores.shape
+        fail(fn, f"{ctx_name}.shape", tuple(ctx.shape), f"(B={B}, N={N}, L) like scores.shape={(B, N)}")

@@ -46,7 +46,7 @@ import numpy as np
 
 from .backend import get_xp, unbox
 from .validate import (check_array, check_cache, check_choice, check_dloss, check_int, check_real, check_scores,
-                       fail)
+                       check_type, fail)
 from .ops import log_softmax_forward, logsumexp
 
 __all__ = [
@@ -414,6 +414,7 @@ def adist_teacher(xattn: Sequence[Any], key_pad, token_mask, n_docs: int, *, mod
     """
     fn = "adist_teacher"
     check_choice(fn, "mode", mode, ("atlas", "fid"))  # Σ prob × value norm; first-token logits
+    check_type(fn, "xattn", xattn, (list, tuple), "a list of ops.AttnRecord, one per decoder layer")
     if len(xattn) == 0:
         fail(fn, "xattn", xattn, "one entry per decoder layer")
     for j, layer in enumerate(xattn):

@@ -59,7 +59,8 @@ import numpy as np
 
 from . import ops
 from .backend import get_xp, is_traced, to_numpy, unbox
-from .validate import (check_array, check_bool, check_cache, check_dloss, check_float_dtype, check_int, check_seed,
+from .validate import (check_array, check_bool, check_cache, check_dloss, check_finite_output, check_float_dtype,
+                       check_int, check_seed,
                        check_token_ids, check_type, fail)
 
 __all__ = ["ReaderConfig", "ReaderCache", "ReaderMemory", "init_reader", "reader_forward", "reader_backward",
@@ -181,31 +182,32 @@ def _put(grads, prefix, sub):
 # validation (shared checks in mini_gumbel.validate; these know the reader's shapes)
 
 
-def _check_params(params, cfg, fn):
-    check_type(fn, "cfg", cfg, ReaderConfig)
-    params = check_type(fn, "params", unbox(params), dict, "a dict[str, array] from init_reader")  # autograd
+def _check_params(params, cfg, fn, name="params", cfg_name="cfg"):
+    check_type(fn, cfg_name, cfg, ReaderConfig)
+    params = check_type(fn, name, unbox(params), dict, "a dict[str, array] from init_reader")  # autograd
     # wraps a traced dict in a box
     shapes = param_shapes(cfg)
     missing = [k for k in shapes if k not in params]
     if missing:
-        fail(fn, "params", f"<dict without {missing[:5]}>", "every key of param_shapes(cfg)")
-    dtype = check_float_dtype(fn, "params['tok_emb'].dtype", unbox(params["tok_emb"]).dtype)
+        fail(fn, name, f"<dict without {missing[:5]}>", "every key of param_shapes(cfg)")
+    tok = check_array(fn, f"{name}['tok_emb']", params["tok_emb"])
+    dtype = check_float_dtype(fn, f"{name}['tok_emb'].dtype", tok.dtype)
     for k, shape in shapes.items():
-        a = check_array(fn, f"params[{k!r}]", params[k], shape=shape)
+        a = check_array(fn, f"{name}[{k!r}]", params[k], shape=shape)
         if a.dtype != dtype:
-            fail(fn, f"params[{k!r}].dtype", a.dtype, f"{dtype} like params['tok_emb']", TypeError)
+            fail(fn, f"{name}[{k!r}].dtype", a.dtype, f"{dtype} like {name}['tok_emb']", TypeError)
     return dtype
 
 
-def _check_ctx(ctx, cfg, fn):
-    check_token_ids(fn, "ctx", ctx, ndim=3, vocab_size=cfg.vocab_size)
+def _check_ctx(ctx, cfg, fn, name="ctx"):
+    check_token_ids(fn, name, ctx, ndim=3, vocab_size=cfg.vocab_size)
     B, N, L = ctx.shape
     if B < 1 or N < 1 or not 1 <= L <= cfg.max_ctx_len:
-        fail(fn, "ctx.shape", ctx.shape, f"(B, N, L) with B, N >= 1 and 1 <= L <= max_ctx_len={cfg.max_ctx_len}")
+        fail(fn, f"{name}.shape", ctx.shape, f"(B, N, L) with B, N >= 1 and 1 <= L <= max_ctx_len={cfg.max_ctx_len}")
     empty = np.asarray(to_numpy((ctx == cfg.pad_id).all(axis=-1)))  # (B, N)
     if empty.any():
         b, n = np.argwhere(empty)[0]
-        fail(fn, f"ctx[{b}, {n}]", "<all padding>", f"a question in every sequence (pad_id={cfg.pad_id})")
+        fail(fn, f"{name}[{b}, {n}]", "<all padding>", f"a question in every sequence (pad_id={cfg.pad_id})")
 
 
 def _check_answer(name, a, B, cfg, fn):
@@ -246,14 +248,14 @@ def _check_mask(mask, B, N, dtype, fn):
     return mask
 
 
-def _check_flags(flags, cfg, shape, dtype, fn):
+def _check_flags(flags, cfg, shape, dtype, fn, name="flags"):
     if flags is None:
         return None
     if not cfg.exact_match:
-        fail(fn, "flags", flags, "None when cfg.exact_match=False (ReaderConfig(exact_match=True) adds em_vec)")
-    f = check_array(fn, "flags", flags, shape=shape, finite=True, nonneg=True)
+        fail(fn, name, flags, "None when cfg.exact_match=False (ReaderConfig(exact_match=True) adds em_vec)")
+    f = check_array(fn, name, flags, shape=shape, finite=True, nonneg=True)
     if f.size and float(f.max()) > 1.0:
-        fail(fn, "flags", flags, f"values in [0, 1] (max {float(f.max())})")
+        fail(fn, name, flags, f"values in [0, 1] (max {float(f.max())})")
     if f.dtype != dtype and not is_traced(flags):
         flags = flags.astype(dtype)
     return flags
@@ -486,19 +488,19 @@ def reader_memory(params, cfg, ctx, flags=None) -> ReaderMemory:
     return _memory(unbox(params), cfg, ctx, flags)
 
 
-def _check_memory(memory, cfg, ctx, dtype, fn):
-    check_type(fn, "memory", memory, ReaderMemory, "a ReaderMemory from reader_memory")
+def _check_memory(memory, cfg, ctx, dtype, fn, name="memory", ctx_name="ctx"):
+    check_type(fn, name, memory, ReaderMemory, "a ReaderMemory from reader_memory")
     if tuple(memory.shape) != tuple(ctx.shape) or len(memory.kv) != cfg.n_dec_layers:
-        fail(fn, "memory.shape", tuple(memory.shape), f"ctx.shape={tuple(ctx.shape)} with "
+        fail(fn, f"{name}.shape", tuple(memory.shape), f"{ctx_name}.shape={tuple(ctx.shape)} with "
              f"n_dec_layers={cfg.n_dec_layers} layers (memory.take(idx) picks a batch's rows)")
     B, N, L = ctx.shape
     for l, kv in enumerate(memory.kv):
-        a = check_array(fn, f"memory.kv[{l}]", kv, shape=(B, N * L, 2 * cfg.d_model))
+        a = check_array(fn, f"{name}.kv[{l}]", kv, shape=(B, N * L, 2 * cfg.d_model))
         if a.dtype != dtype:
-            fail(fn, f"memory.kv[{l}].dtype", a.dtype, f"{dtype}, the parameters' dtype", TypeError)
+            fail(fn, f"{name}.kv[{l}].dtype", a.dtype, f"{dtype}, the parameters' dtype", TypeError)
     key_pad = ctx.reshape(B, N * L) == cfg.pad_id  # (B, S)
     if not bool(get_xp(key_pad).array_equal(memory.key_pad, key_pad)):
-        fail(fn, "memory.key_pad", memory.key_pad, "the padding of ctx (a memory computed from this ctx)")
+        fail(fn, f"{name}.key_pad", memory.key_pad, f"the padding of {ctx_name} (a memory computed from it)")
 
 
 def _decoder_forward(params, cfg, kvs, key_pad, mask, ans_in, n_docs=None):
@@ -565,13 +567,22 @@ def reader_forward(params, cfg, ctx, ans_in, ans_out, mask=None, *, flags=None, 
         fail(fn, "ans_out.shape", ans_out.shape, f"ans_in.shape={ans_in.shape}")
     mask = _check_mask(mask, B, N, dtype, fn)
     flags = _check_flags(flags, cfg, (B, N, L), dtype, fn)
+    if memory is not None:
+        if flags is not None:
+            fail(fn, "flags", flags, "None with memory= (the flags are part of the memory)")
+        _check_memory(memory, cfg, ctx, dtype, fn)
+    loss, cache = _forward(params, cfg, ctx, ans_in, ans_out, mask, flags, need_attn, memory)
+    check_finite_output(fn, loss, params)
+    return loss, cache
+
+
+def _forward(params, cfg, ctx, ans_in, ans_out, mask, flags, need_attn, memory):
+    """reader_forward after validation (mask and flags already cast to the parameters' dtype)."""
+    B, N, L = ctx.shape
     xp = get_xp(params["tok_emb"], mask, flags)
     T = ans_in.shape[1]
 
     if memory is not None:  # the mask-independent part, computed once by reader_memory
-        if flags is not None:
-            fail(fn, "flags", flags, "None with memory= (the flags are part of the memory)")
-        _check_memory(memory, cfg, ctx, dtype, fn)
         kvs, key_pad, c_enc, c_kv = memory.split(), memory.key_pad, None, None
     else:
         enc_out, c_enc = _encoder_forward(params, cfg, ctx, flags)  # (B·N, L, C)

@@ -101,14 +101,14 @@ def time_interleaved(fns: Mapping[str, Callable], *, repeats: int = 7, target_s:
     that a loop lasts about ``target_s`` (one call if a call already does). Every repeat then times one loop
     of each function, in the order of ``fns``.
     """
+    from .validate import check_int, check_real  # here: importing this module must not load NumPy
+
+    fn = "time_interleaved"
     if not isinstance(fns, Mapping) or not fns or not all(callable(f) for f in fns.values()):
-        raise TypeError(f"time_interleaved: fns={fns!r}; expected a non-empty dict of name -> callable")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"time_interleaved: repeats={repeats!r}; expected an int >= 1")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"time_interleaved: warmup={warmup!r}; expected an int >= 0")
-    if not target_s >= 0:
-        raise ValueError(f"time_interleaved: target_s={target_s!r}; expected a number >= 0")
+        raise TypeError(f"{fn}: fns={fns!r}; expected a non-empty dict of name -> callable")
+    repeats = check_int(fn, "repeats", repeats, lo=1)
+    warmup = check_int(fn, "warmup", warmup, lo=0)
+    target_s = check_real(fn, "target_s", target_s, lo=0.0)
     calls = {name: _calls_per_loop(fn, target_s, warmup) for name, fn in fns.items()}
     samples = {name: [] for name in fns}
     for _ in range(repeats):
@@ -133,8 +133,12 @@ def gpu_time(fn: Callable, *, repeats: int = 20, warmup: int = 3) -> GpuSeconds:
 
     Raises ImportError when CuPy is not importable.
     """
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"gpu_time: repeats={repeats!r}; expected an int >= 1")
+    from .validate import check_int
+
+    if not callable(fn):
+        raise TypeError(f"gpu_time: fn={fn!r}; expected a callable")
+    repeats = check_int("gpu_time", "repeats", repeats, lo=1)
+    warmup = check_int("gpu_time", "warmup", warmup, lo=0)
     try:
         from cupyx.profiler import benchmark
     except ImportError as e:

@@ -63,10 +63,11 @@ import numpy as np
 
 from . import ops
 from .backend import get_xp, unbox
-from .reader import (ReaderCache, ReaderConfig, ReaderMemory, check_doc_indices, greedy_decode, reader_backward,
+from .reader import (ReaderCache, ReaderConfig, ReaderMemory, _check_answer, _check_ctx, _check_flags, _check_mask,
+                     _check_memory, _check_params, _forward, check_doc_indices, greedy_decode, reader_backward,
                      reader_forward, reader_logits_backward, reader_memory)
-from .validate import (check_array, check_bool, check_cache, check_dloss, check_int, check_token_ids, check_type,
-                       fail)
+from .validate import (check_array, check_bool, check_cache, check_dloss, check_finite_output, check_int,
+                       check_token_ids, check_type, fail)
 
 __all__ = ["READ_PREFIX", "read_ctx", "entity_flags", "soft_flags", "soft_flags_backward", "TwoPassBatch",
            "TwoPassCache", "two_pass_forward", "two_pass_backward", "two_pass_decode", "two_pass_first_hop",
@@ -122,14 +123,31 @@ def soft_flags(ctx, p, *, pad_id=0):
         fail(fn, "p.shape", pr.shape, f"(B={B}, V) like ctx.shape={c.shape}")
     check_token_ids(fn, "ctx", c, ndim=3, vocab_size=pr.shape[1])
     pad_id = check_int(fn, "pad_id", pad_id, lo=0)
+    return _soft_flags(c, p, pad_id)
+
+
+def _soft_flags(ctx, p, pad_id):
+    """soft_flags without validation."""
     xp = get_xp(p)
-    picked = p[xp.arange(B)[:, None, None], c]  # (B, N, L)
-    return picked * _keep(c, pad_id).astype(pr.dtype)  # (B, N, L)
+    picked = p[xp.arange(ctx.shape[0])[:, None, None], ctx]  # (B, N, L)
+    return picked * _keep(ctx, pad_id).astype(unbox(p).dtype)  # (B, N, L)
 
 
 def soft_flags_backward(dflags, ctx, V, *, pad_id=0):
     """dp (B, V) of soft_flags as a one-hot matmul (no scatter-add):
-    dp[b] = Σ_s keep[b, s] dflags[b, s] onehot(ctx[b, s])."""
+    dp[b] = Σ_s keep[b, s] dflags[b, s] onehot(ctx[b, s]).
+
+    dflags (B, N, L) float, finite; ctx (B, N, L) int token ids in [0, V); V the vocabulary size (an int >= 1)."""
+    fn = "soft_flags_backward"
+    V = check_int(fn, "V", V, lo=1)
+    c = check_token_ids(fn, "ctx", ctx, ndim=3, vocab_size=V)
+    check_array(fn, "dflags", dflags, shape=tuple(c.shape), finite=True)
+    pad_id = check_int(fn, "pad_id", pad_id, lo=0)
+    return _soft_flags_backward(dflags, c, V, pad_id)
+
+
+def _soft_flags_backward(dflags, ctx, V, pad_id):
+    """soft_flags_backward without validation."""
     xp = get_xp(dflags)
     B, N, L = ctx.shape
     # flags = p[b, ctx] * keep
@@ -196,6 +214,33 @@ def _check_batch(batch, fn):
              "ans_in, ans_out, hops)", TypeError)
 
 
+def _check_forward(params, cfg, batch, mask, memory1, fn, names=("params", "cfg", "memory1")):
+    """Every input of two_pass_forward, each named as the caller passed it (batch.ctx2, batch.ans_in, ...;
+    ``names``: the caller's names of params, cfg and memory1): (dtype, hops, mask and flags1 cast to the
+    parameters' dtype)."""
+    check_type(fn, names[1], cfg, ReaderConfig)
+    if not cfg.exact_match:
+        fail(fn, f"{names[1]}.exact_match", False, "True (the second read marks the bridge entity with flags)")
+    dtype = _check_params(params, cfg, fn, names[0], names[1])
+    _check_batch(batch, fn)
+    _check_ctx(batch.ctx1, cfg, fn, "batch.ctx1")
+    _check_ctx(batch.ctx2, cfg, fn, "batch.ctx2")
+    if batch.ctx2.shape != batch.ctx1.shape:
+        fail(fn, "batch.ctx2.shape", batch.ctx2.shape, f"batch.ctx1.shape={batch.ctx1.shape}")
+    B, N, L = batch.ctx1.shape
+    for a, b in (("ans1_in", "ans1_out"), ("ans_in", "ans_out")):
+        _check_answer(f"batch.{a}", getattr(batch, a), B, cfg, fn)
+        _check_answer(f"batch.{b}", getattr(batch, b), B, cfg, fn)
+        if getattr(batch, b).shape != getattr(batch, a).shape:
+            fail(fn, f"batch.{b}.shape", getattr(batch, b).shape, f"batch.{a}.shape={getattr(batch, a).shape}")
+    hops = _check_hops(batch.hops, B, fn)
+    mask = _check_mask(mask, B, N, dtype, fn)
+    flags1 = _check_flags(batch.flags1, cfg, (B, N, L), dtype, fn, "batch.flags1")
+    if memory1 is not None:
+        _check_memory(memory1, cfg, batch.ctx1, dtype, fn, names[2], "batch.ctx1")
+    return dtype, hops, mask, flags1
+
+
 def select_docs(batch, docs) -> TwoPassBatch:
     """The batch on the documents ``docs`` (B, K) int only, in that order (distinct indices in [0, N)): ctx1,
     flags1 and ctx2 gathered to (B, K, L); the answers and hops unchanged. Both reads encode every document on
@@ -225,30 +270,23 @@ def two_pass_memory(params, cfg, batch) -> ReaderMemory:
 
 def two_pass_forward(params, cfg, batch, mask=None, *, memory1=None):
     """Loss (mean over the batch of the final read's answer NLL) and a TwoPassCache; mask (B, N) float >= 0
-    or None (all ones), the same for both reads. Needs cfg.exact_match. The reads' own arguments are
-    validated by reader_forward (a message names the read's argument, e.g. ``ctx`` for ctx1 or ctx2).
-    memory1: two_pass_memory of this batch (or its rows): read 1 skips its encoder, with bit-identical
-    outputs; the cache then supports the frozen backward only."""
+    or None (all ones), the same for both reads. Needs cfg.exact_match. Every input is validated here, once,
+    and named as passed (``batch.ctx2``, ``batch.ans_in``, ``memory1``); parameters that are not finite are
+    named when they reach the loss. memory1: two_pass_memory of this batch (or its rows): read 1 skips its
+    encoder, with bit-identical outputs; the cache then supports the frozen backward only."""
     fn = "two_pass_forward"
-    _check_two_pass(cfg, fn)
-    _check_batch(batch, fn)
-    ctx1 = check_token_ids(fn, "batch.ctx1", batch.ctx1, ndim=3, vocab_size=cfg.vocab_size)
-    ctx2 = check_token_ids(fn, "batch.ctx2", batch.ctx2, ndim=3, vocab_size=cfg.vocab_size)
-    if ctx2.shape != ctx1.shape:
-        fail(fn, "batch.ctx2.shape", ctx2.shape, f"batch.ctx1.shape={ctx1.shape}")
+    dtype, hops, mask, flags1 = _check_forward(params, cfg, batch, mask, memory1, fn)
+    ctx1, ctx2 = batch.ctx1, batch.ctx2
     B = ctx1.shape[0]
-    hops = _check_hops(batch.hops, B, fn)
-    dtype = unbox(params["tok_emb"]).dtype
     xp = get_xp(unbox(params["tok_emb"]))
     two_hop = xp.flatnonzero(hops == 2)  # (B₂,)
     sel = (xp.arange(B)[:, None] == two_hop[None, :]).astype(dtype)  # (B, B₂)
     one_hop = (hops == 1).astype(dtype)  # (B,)
 
-    # read 1: the single-hop answer, or the bridge entity
-    if memory1 is None:
-        _, c1 = reader_forward(params, cfg, ctx1, batch.ans1_in, batch.ans1_out, mask, flags=batch.flags1)
-    else:  # read 1's encoder states, computed once (its flags are in the memory)
-        _, c1 = reader_forward(params, cfg, ctx1, batch.ans1_in, batch.ans1_out, mask, memory=memory1)
+    # read 1: the single-hop answer, or the bridge entity (from memory1: its encoder states computed once,
+    # its flags included)
+    _, c1 = _forward(params, cfg, ctx1, batch.ans1_in, batch.ans1_out, mask, None if memory1 is not None else flags1,
+                     False, memory1)
     p1, _ = ops.softmax_forward(c1.logits[:, 0])  # (B, V)
     nll = one_hop * c1.nll  # (B,)
     logprobs = one_hop[:, None] * c1.logprobs  # (B, T1)
@@ -256,14 +294,14 @@ def two_pass_forward(params, cfg, batch, mask=None, *, memory1=None):
     sub2 = ctx2[two_hop]  # (B₂, N, L)
     if two_hop.size:
         # read 2 on the two-hop rows: the bridge entity marked softly by p1
-        flags2 = soft_flags(sub2, p1[two_hop], pad_id=cfg.pad_id)  # (B₂, N, L)
+        flags2 = _soft_flags(sub2, p1[two_hop], cfg.pad_id)  # (B₂, N, L)
         m2 = None if mask is None else mask[two_hop]  # (B₂, N)
-        _, c2 = reader_forward(params, cfg, sub2, batch.ans_in[two_hop], batch.ans_out[two_hop], m2,
-                               flags=flags2)
+        _, c2 = _forward(params, cfg, sub2, batch.ans_in[two_hop], batch.ans_out[two_hop], m2, flags2, False, None)
         nll = nll + sel @ c2.nll  # (B,)
         T = max(logprobs.shape[1], c2.logprobs.shape[1])
         logprobs = _pad_cols(logprobs, T, 0.0) + sel @ _pad_cols(c2.logprobs, T, 0.0)  # (B, T)
     loss = get_xp(nll).mean(nll)  # ()
+    check_finite_output(fn, loss, params)
     cache = TwoPassCache(logprobs, nll, p1, flags2, c1, c2, two_hop, sel, one_hop, sub2, cfg)
     return loss, cache
 
@@ -289,7 +327,7 @@ def two_pass_backward(dloss, cache, *, param_grads=False):
         # read 2's CE backward carries 1/B₂ per row: scale to 1/B
         dP2, dM2, dF2 = reader_backward(dloss * (B2 / B), c2, param_grads=param_grads, flag_grads=True)
         # flags2 = soft_flags(ctx2[two_hop], p1[two_hop])
-        dp1 = soft_flags_backward(dF2, cache.ctx2, cfg.vocab_size, pad_id=cfg.pad_id)  # (B₂, V)
+        dp1 = _soft_flags_backward(dF2, cache.ctx2, cfg.vocab_size, cfg.pad_id)  # (B₂, V)
         # p1 = softmax(logits¹[:, 0])
         dz = ops.softmax_backward(dp1, ops.SoftmaxCache(cache.p1[cache.two_hop]))  # (B₂, V)
         dlogits1[:, 0] += cache.sel @ dz  # (B, V)

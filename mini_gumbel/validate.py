@@ -19,16 +19,27 @@ import numpy as np
 
 from .backend import get_xp, is_cupy, unbox
 
-__all__ = ["fail", "check_type", "check_int", "check_real", "check_choice", "check_bool", "check_array",
-           "check_token_ids", "check_scores", "check_float_dtype", "check_cache", "check_dloss", "check_seed", "show"]
+__all__ = ["ABSENT", "fail", "check_type", "check_int", "check_real", "check_choice", "check_bool", "check_array",
+           "check_token_ids", "check_scores", "check_finite_output", "check_float_dtype", "check_cache", "check_dloss", "check_seed", "show"]
 
 
 def show(value: Any) -> str:
-    """A short repr for messages: arrays by shape and dtype, everything else by repr (cut at 60 chars)."""
+    """A short repr for messages: arrays by shape and dtype, classes by name (``numpy.float16``), everything
+    else by repr (cut at 60 chars). Never raises: it runs while an error is being raised, on anything."""
+    try:
+        return _show(value)
+    except Exception:  # a repr that raises, a broken __array__ ...: name the type and go on
+        return f"<a {type(value).__name__}>"
+
+
+def _show(value: Any) -> str:
     v = unbox(value)
     if isinstance(v, np.dtype):
         return str(v)
-    if hasattr(v, "shape") and hasattr(v, "dtype") and getattr(v, "ndim", 0) > 0:
+    if isinstance(v, type):  # a class (np.float16, int): its class attributes are descriptors, not values
+        return v.__name__ if v.__module__ == "builtins" else f"{v.__module__.split('.')[0]}.{v.__qualname__}"
+    ndim = getattr(v, "ndim", 0)
+    if hasattr(v, "shape") and hasattr(v, "dtype") and isinstance(ndim, numbers.Integral) and ndim > 0:
         return f"<array shape={tuple(v.shape)} dtype={v.dtype}>"
     r = repr(v)
     r = r if len(r) <= 60 else r[:57] + "..."
@@ -45,7 +56,7 @@ def fail(fn: str, name: str, value: Any, expected: str, exc: type = ValueError):
 def check_type(fn: str, name: str, value: Any, types, expected: str | None = None):
     """``value`` itself when ``isinstance(value, types)``, else TypeError."""
     if not isinstance(value, types):
-        names = types.__name__ if isinstance(types, type) else " or ".join(t.__name__ for t in types)
+        names = " or ".join(getattr(t, "__name__", str(t)) for t in (types if isinstance(types, tuple) else (types,)))
         fail(fn, name, value, expected or f"a {names} (got {type(value).__name__})", TypeError)
     return value
 
@@ -139,9 +150,13 @@ def check_dloss(fn: str, dloss: Any, name: str = "dloss"):
 
 
 def check_float_dtype(fn: str, name: str, dtype, allowed=(np.float32, np.float64)) -> np.dtype:
+    """One of the ``allowed`` dtypes, given as anything numpy.dtype() reads except None (which it would read
+    as float64)."""
     try:
+        if dtype is None:
+            raise TypeError
         dt = np.dtype(dtype)
-    except TypeError:
+    except (TypeError, ValueError):  # ValueError: np.dtype((int, -1)) and other malformed specifications
         fail(fn, name, dtype, "a floating dtype (numpy.float32 or numpy.float64)", TypeError)
     if dt not in [np.dtype(a) for a in allowed]:
         fail(fn, name, dtype, f"one of {[np.dtype(a).name for a in allowed]}", TypeError)
@@ -178,7 +193,7 @@ def check_array(fn: str, name: str, a: Any, *, ndim: int | None = None, shape: t
         xp = get_xp(raw)
         if finite and not bool(xp.all(xp.isfinite(raw))):
             fail(fn, name, a, "finite values (no NaN or inf)")
-        if nonneg and bool(xp.any(raw < 0)):
+        if nonneg and not bool(xp.all(raw >= 0)):  # a NaN is not >= 0 either
             fail(fn, name, a, f"values >= 0 (min {float(raw.min())})")
     return raw
 
@@ -194,9 +209,20 @@ def check_token_ids(fn: str, name: str, ids: Any, *, ndim: int, vocab_size: int)
     return raw
 
 
-def check_scores(fn: str, scores: Any, k: int | None = None):
+class _Absent:
+    """The default of an argument that is checked only when given: None itself is a value (and an error)."""
+
+    def __repr__(self) -> str:
+        return "<not given>"
+
+
+ABSENT = _Absent()
+
+
+def check_scores(fn: str, scores: Any, k: Any = ABSENT):
     """Scores (..., N) of a float dtype: finite, or -inf for padded candidates; NaN and +inf are errors.
-    With ``k``: an int in [1, N] and every row with at least k finite entries. Returns (raw scores, k)."""
+    With ``k`` (any value passed, None included): an int in [1, N] and every row with at least k finite
+    entries. Returns (raw scores, k), k None when it was not given."""
     raw = unbox(scores)
     if isinstance(raw, np.generic):
         raw = np.asarray(raw)
@@ -207,7 +233,9 @@ def check_scores(fn: str, scores: Any, k: int | None = None):
     if raw.dtype.kind != "f":
         fail(fn, "scores.dtype", raw.dtype, "a floating dtype (float64 or float32)", TypeError)
     n = raw.shape[-1]
-    if k is not None:
+    if k is ABSENT:
+        k = None
+    else:
         if isinstance(k, bool) or not isinstance(k, numbers.Integral):
             fail(fn, "k", k, f"an int with 1 <= k <= N={n}", TypeError)
         if not 1 <= int(k) <= n:
@@ -224,3 +252,19 @@ def check_scores(fn: str, scores: Any, k: int | None = None):
                 fail(fn, "scores", scores, f"at least k={k} finite (non-padded) candidates in every row "
                      f"(a row has {n_finite})")
     return raw, k
+
+
+def check_finite_output(fn: str, out: Any, params: dict, name: str = "loss"):
+    """Nothing when ``out`` (a loss, logits) is all finite. Otherwise the first parameter of ``params`` (a dict
+    of arrays) that is not finite is named, or, when they all are, ``out`` itself.
+
+    For models whose parameters are too many to scan on every call: the output is scanned instead (one value
+    for a loss), and only a non-finite output pays for the scan. A NaN parameter that reaches no output
+    changes nothing; one that does is this error instead of a NaN loss."""
+    o = unbox(out)
+    xp = get_xp(o)
+    if bool(xp.all(xp.isfinite(o))):
+        return
+    for k, v in unbox(params).items():
+        check_array(fn, f"params[{k!r}]", v, finite=True)
+    fail(fn, name, out, f"a finite {name} (every parameter is finite)")

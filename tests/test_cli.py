@@ -86,7 +86,7 @@ def test_out_below_a_file_is_named(tmp_path):
     (tmp_path / "taken").write_text("x")
     res = run_script(["demo", "--quick", "--out", "taken/demo"], tmp_path)
     assert_one_line_error(res, "--out")
-    assert "cannot be written" in res.stderr
+    assert "cannot be created: 'taken' is a file" in res.stderr  # not "no write permission"
 
 
 def test_version_and_python_dash_m(tmp_path):
@@ -161,6 +161,9 @@ def test_two_processes_share_one_reader_cache_and_one_out(tmp_path):
     printed = [out for out, _ in outs]
     assert sum("reader: training it" in out for out in printed) == 1, printed
     assert sum("reader: reused the cached reader" in out for out in printed) == 1, printed
+    # and the reranker run is trained once too: the second demo waits for the first's and reuses it
+    assert sum("gumbel seed 0: test Recall@" in out for out in printed) == 1, printed
+    assert sum("gumbel seed 0: reused the finished run" in out for out in printed) == 1, printed
     res = json.loads((tmp_path / "same" / "results.json").read_text())
     assert set(res["table"]) == {"untrained", "gumbel", "gumbel (relaxation=iterative)", "oracle (gold docs)"}
     assert not list((tmp_path / "same").rglob(".*.tmp"))  # no temporary file left behind

@@ -229,6 +229,27 @@ def test_relaxed_topk_on_device(cp, relaxation):
     check(cp, run, w, G, R)
 
 
+@gpu
+def test_max_backward_saturated_rows_on_device(cp):
+    """The rows the max backward redoes (draws within rounding of one-hot, ties among them included) on device
+    arrays: the same numbers as on NumPy, and a sync count that does not depend on how many rows are redone."""
+    rng = np.random.default_rng(0)
+    B, N, K = 6, 8, 3
+    w, R = rows(rng, B, N), rows(rng, B, N)
+    G = gumbel.gumbel_noise((B, K, N), np.random.default_rng(1))
+    G[0, 1:] = G[0, :1]  # three identical draws: exact ties at every item
+    w[1] = 0.0
+    G[1, :, :2] = [[0.5, 0.0], [0.0, 0.4], [0.1, 0.3]]  # two draws saturated toward different items
+
+    def run(w, G, R, tau):
+        _, c = gumbel.relaxed_topk_forward(w, G, K, tau=tau, kappa=6.88)
+        return gumbel.relaxed_topk_backward(R, c)
+
+    syncs = [check(cp, run, w, G, R, tau)[2] for tau in (1.0, 0.01)]  # no row redone, most rows redone
+    if syncs[0] is not None:
+        assert syncs[1].d2h <= syncs[0].d2h + 4, (syncs[0].report(), syncs[1].report())
+
+
 # ---------------------------------------------------------------------------------------------------------
 # ops: every forward/backward pair; the primitives validate nothing, so they make no transfer at all
 
@@ -1059,6 +1080,7 @@ COVERED = {
 NOT_ON_DEVICE = {  # public functions of these modules that take no arrays to compute on
     "reader": {"param_shapes", "mask_range", "init_reader"},  # parameters are made on the host, then copied
     "reranker": {"init_reranker"},
+    "gumbel": {"check_tau_kappa", "tau_kappa_issue"},  # checks of two numbers
     "listwise_reranker": {"init_listwise_reranker"},
     "optim": {"state_to_arrays", "state_from_arrays"},  # checkpoint plumbing (host files)
 }

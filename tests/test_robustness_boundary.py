@@ -38,7 +38,9 @@ FIELDS = {
         "kappa": ("real", 0.0, None, True), "relaxation": ("choice",), "noise": ("bool",),
         "tau_schedule": ("choice",), "tau_start": ("real", 0.0, None, True), "tau_s": ("real", 0.0, None, True),
         "tau_g": ("real", 0.0, None, True), "kl_reduction": ("choice",), "emdr_per": ("choice",),
-        "adist_mode": ("choice",), "supervised_form": ("choice",),
+        "adist_mode": ("choice",), "supervised_form": ("choice",), "reranker": ("choice",),
+        "exact_kappa": ("real", 0.0, None, True), "rloo_kappa": ("real", 0.0, None, True), "samples": ("int", 2),
+        "rloo_score": ("choice",),
     },
     TrainReaderConfig: {
         "reader": ("choice",), "steps": ("int", 1), "batch_size": ("int", 1), "lr": ("real", 0.0, None, True),

@@ -411,9 +411,9 @@ def test_two_pass_validation(params, rng):
     with pytest.raises(ValueError, match=r"two_pass_forward: batch.ctx2.shape=\(4, 2, 6\); expected "
                                          r"batch.ctx1.shape=\(4, 3, 6\)"):
         two_pass_forward(params, CFG, batch._replace(ctx2=batch.ctx2[:, :2]), M)
-    with pytest.raises(ValueError, match=r"reader_forward: flags=.*expected values in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"two_pass_forward: batch.flags1=.*expected values in \[0, 1\]"):
         two_pass_forward(params, CFG, batch._replace(flags1=2.0 * batch.flags1), M)
-    with pytest.raises(ValueError, match=r"reader_forward: mask\[1\].max\(\)=0.0; expected a row maximum"):
+    with pytest.raises(ValueError, match=r"two_pass_forward: mask\[1\].max\(\)=0.0; expected a row maximum"):
         two_pass_forward(params, CFG, batch, M * np.array([[1], [0], [1], [1]]))
     with pytest.raises(ValueError, match=r"two_pass_decode: hops\[0\]=0; expected 1 or 2"):
         two_pass_decode(params, CFG, batch.ctx1, batch.flags1, batch.ctx2, np.zeros(4, int))

@@ -20,6 +20,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
+import json  # noqa: E402
 import math  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
@@ -28,13 +29,16 @@ from pathlib import Path  # noqa: E402
 
 from .. import __version__  # noqa: E402
 from ..checkpoint import CheckpointError  # noqa: E402
+from ..data import make_dataset  # noqa: E402
 from ..timing import keep_freed_memory  # noqa: E402
 from . import gradient_study  # noqa: E402
 from .cache import default_cache_dir, load_or_train_reader, reader_folder  # noqa: E402
 from .configs import DEMO_METHODS, METHODS, READERS, RerankConfig, TrainReaderConfig, default_configs, quick_configs  # noqa: E402
 from .demo import default_demo_out, run_demo  # noqa: E402
-from .evaluate import format_em_table  # noqa: E402
+from .evaluate import check_kappa_grid, format_em_table  # noqa: E402
+from .flags import directory  # noqa: E402
 from .rankers import RERANKERS  # noqa: E402
+from .train_reranker import untrained_score_std  # noqa: E402
 from .sweep import (KAPPA_STDS, OBJECTIVE_KAPPA_STDS, OBJECTIVE_KAPPA_STDS_LISTWISE, SAMPLES, SWEPT, TAUS,  # noqa: E402
                     run_sweep)
 
@@ -86,8 +90,19 @@ def _check_out(parser: argparse.ArgumentParser, flag: str, path: Path) -> None:
     probe = path
     while not probe.exists():  # the nearest existing ancestor is where the directory would be created
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+    if not probe.is_dir():
+        parser.error(f"argument {flag}: {str(path)!r} cannot be created: {str(probe)!r} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
         parser.error(f"argument {flag}: {str(path)!r} cannot be written (no write permission in {str(probe)!r})")
+
+
+def _flag_error(parser: argparse.ArgumentParser, e: Exception, flags: dict) -> None:
+    """A config's or a check's error ``fn: name=value; expected ...`` as the error of the flag that set
+    ``name`` (``flags``: name -> flag); an error of any other name is raised as it is."""
+    name = str(e).split(": ", 1)[-1].split("=", 1)[0]
+    if name not in flags:
+        raise e
+    parser.error(f"argument {flags[name]}: {str(e).split(': ', 1)[1]}")
 
 
 def _progress(args) -> bool:
@@ -115,7 +130,7 @@ def train_reader_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"training steps (default: {TrainReaderConfig.steps} for two_pass, "
                              f"{default_configs('fid').reader_train.steps} for fid; "
                              f"{quick_configs().reader_train.steps} with --quick)")
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("--out", type=directory, default=None,
                         help="also copy reader.npz and reader_report.json here (the reader itself is trained in, "
                              "and read from, the shared cache that the demo, the sweep and the notebooks use)")
     parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
@@ -160,7 +175,7 @@ def train_reader_run(args, parser) -> int:
 
 # ----------------------------------------------------------------------------------------- demo
 def demo_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=None,
+    p.add_argument("--out", type=directory, default=None,
                    help="directory for results.json, results.md, curves.png and the per-run files that make the "
                    "demo resumable (default: runs/demo, or runs/demo-<what differs> for --quick, --reader fid "
                    "and the Gumbel overrides, so that an ablation never overwrites the main table)")
@@ -211,12 +226,19 @@ def demo_run(args, parser) -> int:
     if args.no_noise:
         over["noise"] = False
     data_cfg, reader_cfg, train_cfg, rerank_cfg = _configs(args)
-    try:  # each value was checked by its flag's type; the config checks them together
+    try:  # each value was checked by its flag's type; the config checks them together (e.g. tau with kappa)
         rerank_cfg.replace(**over)
     except (TypeError, ValueError) as e:
-        parser.error(str(e))
+        _flag_error(parser, e, {"steps": "--steps", "tau": "--tau", "kappa": "--kappa", "relaxation": "--relaxation"})
+    twice = sorted({s for s in args.seeds if args.seeds.count(s) > 1})
+    if twice:
+        parser.error(f"argument --seeds: {twice[0]} is given {args.seeds.count(twice[0])} times; expected "
+                     "distinct seeds (each one trains its own reranker)")
     out = args.out if args.out is not None else default_demo_out(quick=args.quick, reader=args.reader, overrides=over)
     _check_out(parser, "--out", out)
+    if args.quick and _holds_full_results(out):
+        parser.error(f"argument --out: {str(out)!r} holds the results of a full run (results.json); expected "
+                     "another folder for --quick, whose numbers mean nothing")
     folder = reader_folder(data_cfg, reader_cfg, train_cfg, args.data_seed)
     args._saved = (f"finished runs are saved in {out / 'runs'}, the reader's training state in {folder}")
     run_demo(out=out, seeds=tuple(args.seeds), methods=tuple(args.methods), quick=args.quick,
@@ -225,9 +247,17 @@ def demo_run(args, parser) -> int:
     return 0
 
 
+def _holds_full_results(out: Path) -> bool:
+    """Whether ``out`` has a results.json of a run without --quick (unreadable files count as not)."""
+    try:
+        return json.loads((out / "results.json").read_text(encoding="utf-8")).get("quick") is False
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 # ----------------------------------------------------------------------------------------- sweep
 def sweep_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=Path("runs/sweep"),
+    p.add_argument("--out", type=directory, default=Path("runs/sweep"),
                    help="directory for sweep-<method>.json and sweep-<method>.md")
     p.add_argument("--method", choices=SWEPT, default="gumbel",
                    help="the method whose free values are swept (the grids: `mini_gumbel.experiment.sweep.grid`)")
@@ -255,7 +285,14 @@ def sweep_arguments(p: argparse.ArgumentParser) -> None:
 
 def sweep_run(args, parser) -> int:
     _check_out(parser, "--out", args.out)
-    data_cfg, reader_cfg, train_cfg, _ = _configs(args)
+    data_cfg, reader_cfg, train_cfg, rerank_cfg = _configs(args)
+    if args.method == "gumbel":  # every (tau, kappa) of the grid, against the data's std(w): no reader needed
+        w_std = untrained_score_std(make_dataset(data_cfg, seed=args.data_seed),
+                                    rerank_cfg.replace(reranker=args.reranker), args.seed)
+        try:
+            check_kappa_grid("sweep", args.taus, args.kappa_stds, w_std)
+        except ValueError as e:
+            _flag_error(parser, e, {"taus": "--taus", "kappa_stds": "--kappa-stds"})
     args._saved = (f"the reader's training state is saved in {reader_folder(data_cfg, reader_cfg, train_cfg, args.data_seed)}; "
                    f"sweep points are not saved until the sweep ends")
     run_sweep(out=args.out, method=args.method, quick=args.quick, seed=args.seed, data_seed=args.data_seed,
@@ -310,10 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     if args.command is None:
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         parser.print_help()
         return 2
+    if extra:  # the subcommand's parser says it, and points at the help that lists its flags
+        args._parser.error(f"unrecognized arguments: {' '.join(extra)}")
     keep_freed_memory()
     prog = f"mini-gumbel {args.command}"
     try:

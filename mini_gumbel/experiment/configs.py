@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ..data import DataConfig, make_vocab
-from ..gumbel import RELAXATIONS
+from ..gumbel import RELAXATIONS, check_tau_kappa
 from ..reader import ReaderConfig
 from ..two_pass_reader import READ_PREFIX
 from ..validate import check_bool, check_choice, check_int, check_real, fail
@@ -157,6 +157,10 @@ class RerankConfig:
         check_choice(fn, "rloo_score", self.rloo_score, RLOO_SCORES)
         for name in ("lr", "tau", "kappa", "tau_start", "tau_s", "tau_g", "exact_kappa", "rloo_kappa"):
             check_real(fn, name, getattr(self, name), lo=0.0, lo_open=True)
+        # values the relaxed top-K can use on the reranker's float64 scores (a τ of 1e-320 would pass the above
+        # and fail only in the first training step)
+        check_tau_kappa(fn, self.tau, self.kappa)
+        check_tau_kappa(fn, self.tau_start, self.kappa, names=("tau_start", "kappa"))
         if self.clip_norm is not None:
             check_real(fn, "clip_norm", self.clip_norm, lo=0.0, lo_open=True)
         check_choice(fn, "relaxation", self.relaxation, RELAXATIONS)

@@ -11,7 +11,9 @@
    into --out.
 
 Every finished (method, seed) run is saved atomically under --out/runs/ with a hash of its configuration (configs.config_hash),
-so an interrupted demo resumes where it stopped (pass --no-resume to start over).
+so an interrupted demo resumes where it stopped (pass --no-resume to start over). Each run is trained under a lock
+on its file (atomic.file_lock), so a second demo on the same --out waits for a run the first is training and
+reuses it.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_open, atomic_write_json, atomic_write_text
+from ..atomic import atomic_open, atomic_write_json, atomic_write_text, file_lock
 from ..data import make_dataset
 from .cache import load_or_train_reader
 from .configs import (DEMO_METHODS, GUMBEL_ITERATIVE, OWN_FIELDS, RERANKER_DEFAULTS, TUNED_BY_RERANKER, config_hash,
@@ -140,27 +142,32 @@ def run_demo(*, out: Path, seeds=(0,), methods=DEMO_METHODS, quick=False, data_s
             key = config_hash({**base, "rerank": repr(cfg), "method": method, "seed": seed})
             tag = "-tuned" if label.endswith("(tuned)") else ("-iterative" if "iterative" in label else "")
             path = out / "runs" / f"{method}{tag}-seed{seed}-{key[:8]}.json"
-            rec = _read_run(path, key, log) if resume else None
-            if rec is not None:
-                runs[(label, seed)] = rec
-                log(f"{label} seed {seed}: reused the finished run in {path}")
-                continue
-            if method not in teachers:  # the teacher depends on the reader and data only, not the seed
-                teachers[method] = compute_teachers(method, reader_params, reader_cfg,
-                                                    splits.train.batch(np.arange(n_train)), rerank_cfg, progress=bar)
-            t = time.perf_counter()
-            run = train_reranker(method, reader_params, reader_cfg, splits.train, splits.dev, cfg, seed=seed,
-                                 vocab_size=vocab_size, teachers=teachers[method], progress=bar)
-            test = evaluate_ranker(run.params, splits.test, k, reader_params=reader_params, reader_cfg=reader_cfg)
-            init_key = (seed, cfg.dim, cfg.init)  # every method starts from the same reranker at a given seed
-            if init_key not in untrained_at:
-                untrained_at[init_key] = evaluate_ranker(run.init_params, splits.test, k, reader_params=reader_params,
-                                                         reader_cfg=reader_cfg)
-            untrained = untrained_at[init_key]
-            rec = {"method": method, "label": label, "seed": seed, "config_hash": key, "rerank": repr(cfg),
-                   "test": test, "untrained_test": untrained, "history": run.history,
-                   "seconds": time.perf_counter() - t}
-            atomic_write_json(path, rec)
+            # one demo at a time per run file: a second demo on the same --out waits, then reuses the run
+            with file_lock(path.with_suffix(".lock"), waiting=lambda: log(f"{label} seed {seed}: waiting for "
+                           f"another demo that is training this run into {path}")):
+                rec = _read_run(path, key, log) if resume else None
+                if rec is not None:
+                    runs[(label, seed)] = rec
+                    log(f"{label} seed {seed}: reused the finished run in {path}")
+                    continue
+                if method not in teachers:  # the teacher depends on the reader and data only, not the seed
+                    teachers[method] = compute_teachers(method, reader_params, reader_cfg,
+                                                        splits.train.batch(np.arange(n_train)), rerank_cfg,
+                                                        progress=bar)
+                t = time.perf_counter()
+                run = train_reranker(method, reader_params, reader_cfg, splits.train, splits.dev, cfg, seed=seed,
+                                     vocab_size=vocab_size, teachers=teachers[method], progress=bar)
+                test = evaluate_ranker(run.params, splits.test, k, reader_params=reader_params,
+                                       reader_cfg=reader_cfg)
+                init_key = (seed, cfg.dim, cfg.init)  # every method starts from the same reranker at a given seed
+                if init_key not in untrained_at:
+                    untrained_at[init_key] = evaluate_ranker(run.init_params, splits.test, k,
+                                                             reader_params=reader_params, reader_cfg=reader_cfg)
+                untrained = untrained_at[init_key]
+                rec = {"method": method, "label": label, "seed": seed, "config_hash": key, "rerank": repr(cfg),
+                       "test": test, "untrained_test": untrained, "history": run.history,
+                       "seconds": time.perf_counter() - t}
+                atomic_write_json(path, rec)
             runs[(label, seed)] = rec
             log(f"{label} seed {seed}: test Recall@{k} {100 * test[f'recall@{k}']:.1f}%  "
                 f"indirect Recall@{k} {100 * test[f'indirect_recall@{k}']:.1f}%  EM {100 * test['em']:.1f}%  "

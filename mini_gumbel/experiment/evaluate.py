@@ -9,15 +9,15 @@ import numpy as np
 
 from .. import metrics
 from ..data import GOLD_BRIDGE, TARGET, Dataset
-from ..gumbel import topk_mask
+from ..gumbel import tau_kappa_issue, topk_mask
 from ..reader import ReaderConfig
 from .rankers import ranker_forward
-from ..validate import check_int, check_type
+from ..validate import check_int, check_real, check_type, fail
 from ..gumbel_reranking import reader_memory_of
 from .readers import no_doc_batch, predict, reader_inputs
 
 __all__ = ["CONDITIONS", "TABLE_METRICS", "evaluate_reader", "format_em_table", "batches",
-           "score_all", "evaluate_ranker", "mean_std", "format_table", "exact_match_rows"]
+           "score_all", "evaluate_ranker", "mean_std", "format_table", "exact_match_rows", "check_kappa_grid"]
 
 CONDITIONS = ("all_candidates", "gold_in_k", "gold_only", "without_bridge_doc", "answer_doc_alone", "random_k",
               "no_docs", "distractors_only")
@@ -152,6 +152,26 @@ def score_all(params, data, *, chunk: int = 256, pad_id: int = 0):
         s, _ = ranker_forward(params, b.question, b.docs, pad_id=pad_id)
         out.append(np.asarray(s))
     return np.concatenate(out, axis=0)
+
+
+def check_kappa_grid(fn: str, taus, kappa_stds, w_std: float) -> None:
+    """Every point (τ, κ = c / std(w)) of a τ × κ·std(w) grid must be usable by the relaxed top-K on the
+    reranker's float64 scores (gumbel.check_tau_kappa); else a ValueError naming ``taus`` or ``kappa_stds``
+    and the value, checked before any training."""
+    w_std = check_real(fn, "w_std", w_std, lo=0.0, lo_open=True)
+    for name, values in (("taus", taus), ("kappa_stds", kappa_stds)):
+        check_type(fn, name, values, (list, tuple), "a non-empty list of numbers > 0")
+        if not values:
+            fail(fn, name, values, "a non-empty list of numbers > 0")
+        for v in values:
+            check_real(fn, name, v, lo=0.0, lo_open=True)
+    for c in kappa_stds:
+        for t in taus:
+            issue = tau_kappa_issue(float(t), float(c) / w_std)
+            if issue is not None:
+                name, value = ("kappa_stds", c) if issue[0] == "kappa" else ("taus", t)
+                fail(fn, name, value, f"a value with which tau={t:g} and kappa = {c:g}/std(w) = {c / w_std:.3g} "
+                     f"(std(w) = {w_std:.4g}) are usable: {issue[1]}")
 
 
 def evaluate_ranker(params, data, k: int, *, reader_params=None, reader_cfg=None, scores=None,

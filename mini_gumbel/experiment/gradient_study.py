@@ -44,20 +44,22 @@ from typing import Optional
 import numpy as np
 
 from ..atomic import atomic_open, atomic_write_json, atomic_write_text
-from ..data import make_dataset
+from ..data import Splits, make_dataset
 from ..estimators import (expected_value_and_grad, gradient_error_stats, reinforce_gradient_draws,
                           reinforce_moments, relaxed_gradient_draws, subset_probabilities)
 from ..hard_subsets import subset_nll
 from ..reranker import init_reranker, reranker_forward
 from ..two_pass_reader import TwoPassBatch
-from ..validate import check_bool, check_int, check_real, fail
+from ..validate import check_bool, check_int, check_real, check_type, fail
 from .cache import load_or_train_reader
 from .configs import default_configs, quick_configs
-from .evaluate import score_all
+from .evaluate import check_kappa_grid, score_all
+from .flags import directory
 from .readers import answer_nll, answer_nll_mask_grad, reader_inputs
 
 __all__ = ["ESTIMATORS", "GradientStudyConfig", "repeat_inputs", "subset_losses", "mask_loss_fn",
-           "study_example", "run_gradient_study", "plot_study", "add_arguments", "run_from_args"]
+           "study_example", "check_against_data", "run_gradient_study", "plot_study", "add_arguments",
+           "run_from_args"]
 
 # estimator name -> (relaxation, noise) for the relaxed ones; the REINFORCE ones depend on κ only
 RELAXED = {"max": ("max", True), "iterative": ("iterative", True), "st": ("st", True),
@@ -223,6 +225,31 @@ def _summary(examples: list, cfg: GradientStudyConfig) -> list:
     return rows
 
 
+def check_against_data(cfg: GradientStudyConfig, splits=None) -> None:
+    """What the config needs of its data set (built here when ``splits`` is None; no reader): at most as many
+    single- and two-hop questions as the dev split has, and a usable relaxed top-K at every (τ, κ) of the
+    grid (κ = κ·std(w) / std(w)). A ValueError names the field (n_single, n_two_hop, taus, kappa_stds)."""
+    check_type("check_against_data", "cfg", cfg, GradientStudyConfig)
+    if splits is not None:
+        check_type("check_against_data", "splits", splits, Splits, "the Splits of data.make_dataset, or None")
+    fn = "GradientStudyConfig"  # the fields' errors name them as fields of the config
+    data_cfg, _, _, rerank_cfg = quick_configs() if cfg.quick else default_configs()
+    splits = make_dataset(data_cfg, seed=cfg.data_seed) if splits is None else splits
+    for name, hops in (("n_single", 1), ("n_two_hop", 2)):
+        have = int((splits.dev.hops == hops).sum())
+        if getattr(cfg, name) > have:
+            fail(fn, name, getattr(cfg, name), f"at most {have}, the {hops}-hop questions of the dev split "
+                 f"(data seed {cfg.data_seed})")
+    check_kappa_grid(fn, cfg.taus, cfg.kappa_stds, _reranker_and_spread(splits, rerank_cfg, cfg.seed)[1])
+
+
+def _reranker_and_spread(splits, rerank_cfg, seed):
+    """The study's untrained reranker and std(w) of its scores on the first n_train training questions."""
+    rr = init_reranker(len(splits.vocab), rerank_cfg.dim, seed, init=rerank_cfg.init)
+    n = min(rerank_cfg.n_train, len(splits.train))
+    return rr, float(np.mean(np.std(score_all(rr, splits.train.batch(np.arange(n))), axis=1)))
+
+
 def run_gradient_study(cfg: Optional[GradientStudyConfig] = None, *, out: Optional[Path] = None, progress=True,
                        log=print) -> dict:
     """Run the study at ``cfg``'s size; with ``out``, write gradient_study.json, gradient_study.md and the plots
@@ -234,20 +261,15 @@ def run_gradient_study(cfg: Optional[GradientStudyConfig] = None, *, out: Option
     data_cfg, reader_cfg, train_cfg, rerank_cfg = quick_configs() if cfg.quick else default_configs()
     k = rerank_cfg.k
     splits = make_dataset(data_cfg, seed=cfg.data_seed)
+    check_against_data(cfg, splits)  # before the reader loads
     params, reader_cfg, _ = load_or_train_reader(data_cfg, reader_cfg, train_cfg, seed=cfg.data_seed,
                                                  splits=splits, progress=progress)
     t_reader = time.perf_counter() - t0
-    rr = init_reranker(len(splits.vocab), rerank_cfg.dim, cfg.seed, init=rerank_cfg.init)
-    # std(w) exactly as the sweep measures it: the untrained scores of the first n_train training questions
-    n = min(rerank_cfg.n_train, len(splits.train))
-    w_std = float(np.mean(np.std(score_all(rr, splits.train.batch(np.arange(n))), axis=1)))
+    rr, w_std = _reranker_and_spread(splits, rerank_cfg, cfg.seed)
     kappas = [c / w_std for c in cfg.kappa_stds]
     dev = splits.dev
     single = np.flatnonzero(dev.hops == 1)[: cfg.n_single]
     two = np.flatnonzero(dev.hops == 2)[: cfg.n_two_hop]
-    if len(single) < cfg.n_single or len(two) < cfg.n_two_hop:
-        fail("run_gradient_study", "cfg", (cfg.n_single, cfg.n_two_hop),
-             f"at most {int((dev.hops == 1).sum())} single-hop and {int((dev.hops == 2).sum())} two-hop dev questions")
     idx = np.concatenate([single, two])
     batch = dev.batch(idx)
     scores, _ = reranker_forward(rr, batch.question, batch.docs, pad_id=reader_cfg.pad_id)  # (E, N) float64
@@ -445,7 +467,7 @@ _positive_float.__name__ = "a finite number > 0"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `mini-gumbel gradient-study`."""
     d = GradientStudyConfig()
-    parser.add_argument("--out", type=Path, default=Path("runs/gradient_study"),
+    parser.add_argument("--out", type=directory, default=Path("runs/gradient_study"),
                         help="directory for gradient_study.json, gradient_study.md and the plots")
     parser.add_argument("--quick", action="store_true",
                         help="smoke-test size (the quick reader, 1 + 1 questions, few draws); its numbers mean nothing")
@@ -480,8 +502,18 @@ def config_from_args(args, parser: argparse.ArgumentParser) -> GradientStudyConf
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         parser.error(f"argument --out: {str(out)!r} is an existing file; expected a directory")
-    return GradientStudyConfig(taus=tuple(args.taus), kappa_stds=tuple(args.kappa_stds), seed=args.seed,
-                               data_seed=args.data_seed, quick=quick, **kw)
+    cfg = GradientStudyConfig(taus=tuple(args.taus), kappa_stds=tuple(args.kappa_stds), seed=args.seed,
+                              data_seed=args.data_seed, quick=quick, **kw)
+    try:  # against the data set (a second or two, no reader): a bad value is a flag's error, before any work
+        check_against_data(cfg)
+    except ValueError as e:
+        name = str(e).split(": ", 1)[1].split("=", 1)[0]
+        flag = {"n_single": "--n-single", "n_two_hop": "--n-two-hop", "taus": "--taus",
+                "kappa_stds": "--kappa-stds"}.get(name)
+        if flag is None:
+            raise
+        parser.error(f"argument {flag}: {str(e).split(': ', 1)[1]}")
+    return cfg
 
 
 def run_from_args(args, parser: Optional[argparse.ArgumentParser] = None) -> int:

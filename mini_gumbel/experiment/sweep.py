@@ -25,8 +25,8 @@ from .cache import load_or_train_reader
 from .configs import default_configs, quick_configs
 from .rankers import RERANKERS
 from .demo import progress_bar
-from .evaluate import score_all
-from .train_reranker import compute_teachers, initial_reranker, train_reranker
+from .evaluate import check_kappa_grid
+from .train_reranker import compute_teachers, train_reranker, untrained_score_std
 
 __all__ = ["run_sweep", "grid", "SWEPT", "TAUS", "KAPPA_STDS", "OBJECTIVE_KAPPA_STDS", "SAMPLES", "TEACHER_TAUS"]
 
@@ -82,15 +82,15 @@ def run_sweep(*, out: Path, method: str = "gumbel", quick=False, seed=0, data_se
     if method == "gumbel":
         rerank_cfg = rerank_cfg.replace(relaxation=relaxation)
     splits = make_dataset(data_cfg, seed=data_seed)
+    # the scale of the scores training starts from (train_reranker's own initial reranker at this seed),
+    # measured on the questions the reranker trains on: κ = κ·std(w) / std(w)
+    w_std = untrained_score_std(splits, rerank_cfg, seed)
+    if method == "gumbel":  # every point usable, checked before the reader loads
+        check_kappa_grid("run_sweep", taus, kappa_stds, w_std)
     reader_params, reader_cfg, _ = load_or_train_reader(data_cfg, reader_cfg, train_cfg, seed=data_seed,
                                                         splits=splits, progress=progress)
     k = rerank_cfg.k
     n = min(rerank_cfg.n_train, len(splits.train))
-    # the scale of the scores training starts from (train_reranker's own initial reranker at this seed),
-    # measured on the questions the reranker trains on
-    init = initial_reranker(seed, len(splits.vocab), rerank_cfg)
-    w = score_all(init, splits.train.batch(np.arange(n)))
-    w_std = float(np.mean(np.std(w, axis=1)))  # spread among one question's candidates
     bar = progress_bar() if progress else None
     teachers = compute_teachers(method, reader_params, reader_cfg, splits.train.batch(np.arange(n)), rerank_cfg,
                                 progress=bar)  # one teacher for every point: it depends on no swept value

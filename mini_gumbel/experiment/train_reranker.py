@@ -44,14 +44,15 @@ from ..gumbel_reranking import gumbel_reranking_loss, reader_memory_of
 from ..objective import exact_objective_loss, rloo_objective_loss
 from ..reader import ReaderMemory
 from ..optim import adam_init, adam_step
-from ..validate import check_bool, check_choice, check_seed
+from ..data import Splits
+from ..validate import check_bool, check_choice, check_seed, check_type
 from .configs import METHODS, RerankConfig
-from .evaluate import batches, evaluate_ranker
+from .evaluate import batches, evaluate_ranker, score_all
 from .rankers import init_ranker, ranker_backward, ranker_forward
 from .readers import answer_nll, final_read_attention, one_doc_logprobs, reader_inputs
 
 __all__ = ["RerankRun", "Method", "REGISTRY", "StepInputs", "compute_teachers", "method_loss", "initial_reranker",
-           "train_reranker"]
+           "untrained_score_std", "train_reranker"]
 
 
 class RerankRun(NamedTuple):
@@ -248,6 +249,18 @@ def initial_reranker(seed: int, vocab_size: int, cfg: RerankConfig, *, dtype=np.
     measures std(w) for its κ grid."""
     return init_ranker(cfg.reranker, vocab_size, cfg.dim, _seeds(check_seed("initial_reranker", seed))[0],
                        dtype=dtype, init=cfg.init)
+
+
+def untrained_score_std(splits, cfg: RerankConfig, seed: int = 0) -> float:
+    """std(w), the unit of the sweep's κ·std(w) grid: the spread among one question's candidates of the scores
+    of initial_reranker(seed), averaged over the first n_train training questions. Needs the data only, not
+    the reader, so a grid can be checked before any work."""
+    fn = "untrained_score_std"
+    check_type(fn, "splits", splits, Splits, "the Splits of data.make_dataset")
+    check_type(fn, "cfg", cfg, RerankConfig)
+    init = initial_reranker(check_seed(fn, seed), len(splits.vocab), cfg)
+    n = min(cfg.n_train, len(splits.train))
+    return float(np.mean(np.std(score_all(init, splits.train.batch(np.arange(n))), axis=1)))
 
 
 def train_reranker(method: str, reader_params, reader_cfg, train, dev, cfg: RerankConfig, *, seed: int,
