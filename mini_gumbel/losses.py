@@ -140,7 +140,7 @@ def _check_grad(fn: str, dscores, dloss, tau_s: float, xp):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# supervised (labels: the upper bound)
+# supervised (labels: the labelled reference, not a ceiling)
 
 
 class SupervisedCache(NamedTuple):
@@ -161,8 +161,8 @@ def supervised_forward(scores, gold, *, tau_s: float = 1.0, form: str = "each"):
         form "each" (default)  L = -(1/|G|) Σ_{g ∈ G} log softmax(w / τ_s)_g   every gold document pushed up
         form "any"             L = -log Σ_{g ∈ G} softmax(w / τ_s)_g           multi-positive
 
-    "any" is satisfied by ONE gold document on top, so it is no upper bound on Recall@K; "each" is the
-    pointwise upper bound (docs/method.md §8.1). Both have dz = p - q with z = w / τ_s: q is softmax
+    "any" is satisfied by ONE gold document on top, so it does not ask for every gold document in the top K;
+    "each" does (docs/method.md §8.1). Both have dz = p - q with z = w / τ_s: q is softmax
     restricted to the gold for "any" and uniform on the gold for "each".
 
     scores (B, N) float (-inf = padding); gold (B, N) bool. A gold flag on a padded candidate is an error;

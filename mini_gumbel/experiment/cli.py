@@ -330,8 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mini-gumbel",
         description="Gumbel Reranking (Huang et al., ACL 2025) in NumPy: label-free reranker training "
         "through a relaxed top-K mask inside a frozen reader.",
-        epilog=f"The trained reader is cached in $MINI_GUMBEL_CACHE (now: {default_cache_dir()}), shared by every "
-        "command and the notebooks. The method: docs/method.md.",
+        epilog=f"Each command's own flags: mini-gumbel COMMAND --help (e.g. mini-gumbel demo --help). The trained "
+        f"reader is cached in $MINI_GUMBEL_CACHE (now: {default_cache_dir()}), shared by every command and the "
+        "notebooks. The method: docs/method.md.",
     )
     parser.add_argument("--version", action="version", version=f"mini-gumbel {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
