@@ -5,7 +5,6 @@ import pytest
 
 from mini_gumbel.experiment.cli import main
 from mini_gumbel.experiment.configs import DEMO_METHODS, TUNED
-from mini_gumbel.experiment.demo import demo_variants
 
 
 @pytest.fixture(scope="module")
