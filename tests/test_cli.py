@@ -42,6 +42,14 @@ MISUSE = [  # (arguments, the flag the error must name)
     (["train-reader", "--seed", "-1"], "--seed"),
     (["gradient-study", "--draws", "1"], "--draws"),
     (["gradient-study", "--taus", "0"], "--taus"),
+    # the objective's methods: values their flags' types pass that the work cannot use
+    (["demo", "--samples", "1"], "--samples"),
+    (["demo", "--rloo-kappa", "1e308"], "--rloo-kappa"),
+    (["demo", "--exact-kappa", "2e6"], "--exact-kappa"),
+    (["demo", "--reranker", "deep"], "--reranker"),
+    (["sweep", "--method", "rloo", "--samples", "1"], "--samples"),
+    (["sweep", "--method", "exact", "--objective-kappa-stds", "1e308"], "--objective-kappa-stds"),
+    (["sweep", "--method", "exact", "--reranker", "deep"], "--reranker"),
 ]
 
 

@@ -33,7 +33,8 @@ from ..data import make_dataset  # noqa: E402
 from ..timing import keep_freed_memory  # noqa: E402
 from . import gradient_study  # noqa: E402
 from .cache import default_cache_dir, load_or_train_reader, reader_folder  # noqa: E402
-from .configs import DEMO_METHODS, METHODS, READERS, RerankConfig, TrainReaderConfig, default_configs, quick_configs  # noqa: E402
+from .configs import (DEMO_METHODS, MAX_OBJECTIVE_KAPPA, METHODS, READERS, RerankConfig, TrainReaderConfig,  # noqa: E402
+                      default_configs, quick_configs)
 from .demo import default_demo_out, run_demo  # noqa: E402
 from .evaluate import check_kappa_grid, format_em_table  # noqa: E402
 from .flags import directory  # noqa: E402
@@ -229,7 +230,8 @@ def demo_run(args, parser) -> int:
     try:  # each value was checked by its flag's type; the config checks them together (e.g. tau with kappa)
         rerank_cfg.replace(**over)
     except (TypeError, ValueError) as e:
-        _flag_error(parser, e, {"steps": "--steps", "tau": "--tau", "kappa": "--kappa", "relaxation": "--relaxation"})
+        _flag_error(parser, e, {"steps": "--steps", "tau": "--tau", "kappa": "--kappa", "relaxation": "--relaxation",
+                                "exact_kappa": "--exact-kappa", "rloo_kappa": "--rloo-kappa", "samples": "--samples"})
     twice = sorted({s for s in args.seeds if args.seeds.count(s) > 1})
     if twice:
         parser.error(f"argument --seeds: {twice[0]} is given {args.seeds.count(twice[0])} times; expected "
@@ -286,9 +288,19 @@ def sweep_arguments(p: argparse.ArgumentParser) -> None:
 def sweep_run(args, parser) -> int:
     _check_out(parser, "--out", args.out)
     data_cfg, reader_cfg, train_cfg, rerank_cfg = _configs(args)
-    if args.method == "gumbel":  # every (tau, kappa) of the grid, against the data's std(w): no reader needed
+    bad = [m for m in args.samples if m < 2]
+    if bad:
+        parser.error(f"argument --samples: {bad[0]}; expected numbers of sampled sets of at least 2 (the leave-one-out "
+                     "baseline needs another set)")
+    w_std = None
+    if args.method in ("gumbel", "exact", "rloo"):  # the grid's κ against the data's std(w): no reader needed
         w_std = untrained_score_std(make_dataset(data_cfg, seed=args.data_seed),
                                     rerank_cfg.replace(reranker=args.reranker), args.seed)
+    big = [c for c in (args.objective_kappa_stds or ()) if w_std is not None and c / w_std > MAX_OBJECTIVE_KAPPA]
+    if big:
+        parser.error(f"argument --objective-kappa-stds: {big[0]:g}; expected values <= {MAX_OBJECTIVE_KAPPA * w_std:g} "
+                     f"(κ = κ·std(w) / std(w), std(w) = {w_std:.4f}, at most {MAX_OBJECTIVE_KAPPA:g})")
+    if args.method == "gumbel":  # every (tau, kappa) of the grid
         try:
             check_kappa_grid("sweep", args.taus, args.kappa_stds, w_std)
         except ValueError as e:

@@ -34,6 +34,9 @@ MODES = ("full", "subset", "gold_plus", "gold_only", "distractors", "gold_target
 # and the four distillation baselines
 METHODS = ("gumbel", "exact", "rloo", "supervised", "pdist", "emdr", "loop", "adist")
 RLOO_SCORES = ("set", "ordering")
+# the largest κ of the objective's hard-set sampler: at 1e6 softmax(κ w) is already a hard top-K for any score gap
+# above 1e-4, and far larger values make κ·w overflow for ordinary score rows
+MAX_OBJECTIVE_KAPPA = 1e6
 # the demo's default methods: every one but exact, whose subset-loss table (1,008,000 reads of K documents for
 # the demo's 4000 training examples) takes longer than the rest of the demo; `--methods ... exact` adds it
 DEMO_METHODS = tuple(m for m in METHODS if m != "exact")
@@ -155,7 +158,9 @@ class RerankConfig:
             check_int(fn, name, getattr(self, name), lo=1)
         check_int(fn, "samples", self.samples, lo=2)
         check_choice(fn, "rloo_score", self.rloo_score, RLOO_SCORES)
-        for name in ("lr", "tau", "kappa", "tau_start", "tau_s", "tau_g", "exact_kappa", "rloo_kappa"):
+        for name in ("exact_kappa", "rloo_kappa"):  # κ·w must not overflow for any score row: κ <= MAX_OBJECTIVE_KAPPA
+            check_real(fn, name, getattr(self, name), lo=0.0, lo_open=True, hi=MAX_OBJECTIVE_KAPPA)
+        for name in ("lr", "tau", "kappa", "tau_start", "tau_s", "tau_g"):
             check_real(fn, name, getattr(self, name), lo=0.0, lo_open=True)
         # values the relaxed top-K can use on the reranker's float64 scores (a τ of 1e-320 would pass the above
         # and fail only in the first training step)
