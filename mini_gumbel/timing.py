@@ -30,10 +30,23 @@ import warnings
 from typing import Callable, Mapping, MutableMapping
 
 __all__ = ["set_blas_threads", "time_interleaved", "gpu_time", "environment", "keep_freed_memory",
-           "Timings", "GpuSeconds", "BLAS_THREAD_VARS"]
+           "stopwatch", "elapsed", "Timings", "GpuSeconds", "BLAS_THREAD_VARS"]
 
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _MAX_CALLS = 1 << 16  # calls per timed loop, at most
+
+
+def stopwatch() -> tuple:
+    """The start of a one-off measurement of a run seconds to minutes long (not a repeated timing): the wall
+    clock and the process's CPU time, for ``elapsed``."""
+    return time.perf_counter(), time.process_time()
+
+
+def elapsed(start: tuple) -> tuple:
+    """(wall seconds, CPU seconds) since ``stopwatch()``'s ``start``, each rounded to 0.01 s. On a busy shared
+    machine the wall clock overstates the cost; the CPU seconds of one BLAS thread do not."""
+    w, c = stopwatch()
+    return round(w - start[0], 2), round(c - start[1], 2)
 
 
 def set_blas_threads(n, environ: MutableMapping[str, str] = os.environ) -> dict:

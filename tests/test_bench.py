@@ -211,3 +211,15 @@ def test_gpu_time_without_cupy_raises():
 def test_keep_freed_memory_reports():
     r = timing.keep_freed_memory()
     assert isinstance(r["applied"], bool)
+
+
+def test_stopwatch_measures_wall_and_cpu_seconds_of_a_run():
+    """timing.stopwatch / elapsed, the tools' one-off clock: wall and CPU seconds, both counting a busy loop."""
+    from mini_gumbel.timing import elapsed, stopwatch
+
+    t = stopwatch()
+    x = 0
+    while elapsed(t)[1] < 0.05:  # CPU time advances while the loop runs
+        x += 1
+    wall, cpu = elapsed(t)
+    assert cpu >= 0.05 and wall >= cpu - 0.02 and x > 0

@@ -20,7 +20,6 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -29,16 +28,7 @@ from mini_gumbel.data import make_dataset  # noqa: E402
 from mini_gumbel.experiment.cache import load_or_compute_table, load_or_train_reader  # noqa: E402
 from mini_gumbel.experiment.configs import RERANKER_DEFAULTS, default_configs  # noqa: E402
 from mini_gumbel.experiment.train_reranker import compute_teachers, train_reranker  # noqa: E402
-from mini_gumbel.timing import environment  # noqa: E402
-
-
-def _clock():
-    return time.perf_counter(), time.process_time()
-
-
-def _since(t):
-    w, c = _clock()
-    return round(w - t[0], 2), round(c - t[1], 2)
+from mini_gumbel.timing import elapsed, environment, stopwatch  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -61,21 +51,21 @@ def main(argv=None) -> int:
     rows = {}
 
     with tempfile.TemporaryDirectory() as tmp:
-        t = _clock()
+        t = stopwatch()
         table = load_or_compute_table(params, reader_cfg, tr, rcfg.k, cache_dir=tmp, log=None)
-        rows["exact: subset-loss table (computed afresh)"] = _since(t)
-    t = _clock()
+        rows["exact: subset-loss table (computed afresh)"] = elapsed(t)
+    t = stopwatch()
     run = train_reranker("exact", params, reader_cfg, splits.train, splits.dev, rcfg, teachers={"table": table}, **kw)
-    rows["exact: training, 300 steps (table given)"] = _since(t)
+    rows["exact: training, 300 steps (table given)"] = elapsed(t)
     dev = {"exact": run.history[-1]["dev"]}
 
-    t = _clock()
+    t = stopwatch()
     memory = compute_teachers("rloo", params, reader_cfg, tr, rcfg)
-    rows["rloo and gumbel: the reader's memory of the training examples"] = _since(t)
+    rows["rloo and gumbel: the reader's memory of the training examples"] = elapsed(t)
     for method in ("rloo", "gumbel"):
-        t = _clock()
+        t = stopwatch()
         run = train_reranker(method, params, reader_cfg, splits.train, splits.dev, rcfg, teachers=memory, **kw)
-        rows[f"{method}: training, 300 steps (memory given)"] = _since(t)
+        rows[f"{method}: training, 300 steps (memory given)"] = elapsed(t)
         dev[method] = run.history[-1]["dev"]
 
     m, n = rcfg.samples, len(tr)

@@ -15,23 +15,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import time
 
 from mini_gumbel.atomic import atomic_write_json
 from mini_gumbel.data import DataConfig, make_dataset
 from mini_gumbel.experiment.configs import TrainReaderConfig, default_reader_config
 from mini_gumbel.experiment.evaluate import evaluate_reader, format_em_table
 from mini_gumbel.experiment.train_reader import train_reader
-from mini_gumbel.timing import environment
-
-
-def _clock():
-    return time.perf_counter(), time.process_time()
-
-
-def _since(t):
-    w, c = _clock()
-    return round(w - t[0], 2), round(c - t[1], 2)
+from mini_gumbel.timing import elapsed, environment, stopwatch
 
 
 def main(argv=None) -> int:
@@ -47,18 +37,18 @@ def main(argv=None) -> int:
         train_cfg = dataclasses.replace(train_cfg, steps=args.steps)
     reader_cfg = default_reader_config(data_cfg)
 
-    t_all = _clock()
-    t = _clock()
+    t_all = stopwatch()
+    t = stopwatch()
     splits = make_dataset(data_cfg, args.seed)
-    data_t = _since(t)
-    t = _clock()
+    data_t = elapsed(t)
+    t = stopwatch()
     params, report = train_reader(data_cfg, reader_cfg, train_cfg, seed=args.seed, progress=args.progress,
                                   splits=splits, evaluate=False)
-    train_t = _since(t)
-    t = _clock()
+    train_t = elapsed(t)
+    t = stopwatch()
     ev = evaluate_reader(params, reader_cfg, splits.test, data_cfg.k, args.seed)
-    eval_t = _since(t)
-    total_t = _since(t_all)
+    eval_t = elapsed(t)
+    total_t = elapsed(t_all)
     n_params = int(sum(p.size for p in params.values()))
     record = {
         "phases_seconds": {"data": data_t, "train": train_t, "evaluate": eval_t, "total": total_t},

@@ -238,9 +238,20 @@ def plot_curves(curves: dict, k: int, path: Path, *, seeds=(0,), quick: bool = F
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), fontsize=8)
-    spread = f"mean over reranker seeds {list(seeds)}" if len(seeds) > 1 else f"reranker seed {seeds[0]}"
-    fig.suptitle(f"Dev split, {spread}; hard top-{k} of the reranker's scores"
+    fig.suptitle(f"Dev split, {_spread(seeds, 'mean')}; hard top-{k} of the reranker's scores"
                  + ("; --quick smoke test: the numbers mean nothing" if quick else ""), fontsize=9)
+    _save_png(fig, path)
+
+
+def _spread(seeds, what: str) -> str:
+    """How a plot's numbers pool the reranker seeds."""
+    return f"{what} over reranker seeds {list(seeds)}" if len(seeds) > 1 else f"reranker seed {seeds[0]}"
+
+
+def _save_png(fig, path: Path) -> None:
+    """The figure as a PNG, written atomically; then closed."""
+    import matplotlib.pyplot as plt
+
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
@@ -274,12 +285,9 @@ def plot_methods(summary: dict, k: int, path: Path, *, seeds=(0,), reader: str =
     ax.set_ylim(0, 105)
     ax.grid(axis="y", alpha=0.3)
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=len(PLOTTED), fontsize=8)
-    spread = f"mean ± std over reranker seeds {list(seeds)}" if len(seeds) > 1 else f"reranker seed {seeds[0]}"
-    ax.set_title(f"hard top-{k} of each reranker, the {reader.replace('_', '-')} reader; {spread}"
+    ax.set_title(f"hard top-{k} of each reranker, the {reader.replace('_', '-')} reader; {_spread(seeds, 'mean ± std')}"
                  + ("; --quick: the numbers mean nothing" if quick else ""), fontsize=9)
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    _save_png(fig, path)
 
 
 def _read_run(path: Path, key: str, log) -> dict | None:
