@@ -38,10 +38,11 @@ import reader_batches
 from mini_gumbel import (estimators, gumbel, gumbel_reranking, hard_subsets, listwise_reranker, losses, objective, ops,
                          optim, reader, reranker, two_pass_reader)
 from mini_gumbel.backend import asarray_on, get_xp, is_cupy
-from mini_gumbel.data import DataConfig, make_dataset
+from mini_gumbel.data import make_dataset
 from mini_gumbel.experiment.configs import default_reader_config
 from mini_gumbel.experiment.readers import reader_inputs
 from mini_gumbel.gradcheck import rel_error
+from reader_batches import tiny_world
 
 gpu = pytest.mark.gpu
 TOL = 1e-12
@@ -521,9 +522,7 @@ def test_two_pass_decode_on_device(cp, hops):
 # ---------------------------------------------------------------------------------------------------------
 # the reranker and the whole Gumbel Reranking step
 
-DATA = DataConfig(n_train=40, n_dev=5, n_test=5, n_candidates=6, k=3, n_names=40, n_per_type=6,
-                  relations=("born_in", "lives_in", "citizen_of", "located_in", "works_for", "based_in"),
-                  n_subject=1, n_target=2, n_bridge=1)
+DATA = tiny_world(n_train=40, n_dev=5, n_test=5, k=3)
 FidInputs = namedtuple("FidInputs", "ctx ans_in ans_out")
 
 

@@ -3,7 +3,7 @@ both readers, against finite differences of the step's own loss at fixed noise; 
 import numpy as np
 import pytest
 
-from mini_gumbel.data import DataConfig, make_dataset
+from mini_gumbel.data import make_dataset
 from mini_gumbel.experiment.configs import default_reader_config
 from mini_gumbel.experiment.readers import reader_inputs
 from mini_gumbel.gradcheck import check_grads
@@ -11,10 +11,9 @@ from mini_gumbel.gumbel import topk_mask
 from mini_gumbel.gumbel_reranking import gumbel_reranking_step, reader_memory_of, rerank
 from mini_gumbel.reader import init_reader
 from mini_gumbel.reranker import init_reranker, reranker_forward
+from reader_batches import tiny_world
 
-DATA = DataConfig(n_train=40, n_dev=5, n_test=5, n_candidates=6, k=3, n_names=40, n_per_type=6,
-                  relations=("born_in", "lives_in", "citizen_of", "located_in", "works_for", "based_in"),
-                  n_subject=1, n_target=2, n_bridge=1)
+DATA = tiny_world(n_train=40, n_dev=5, n_test=5, k=3)
 
 @pytest.fixture(scope="module")
 def batch():

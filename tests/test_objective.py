@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from mini_gumbel.data import DataConfig, make_dataset
+from mini_gumbel.data import make_dataset
 from mini_gumbel.estimators import expected_value_and_grad, subset_log_prob_grads, subsets_of
 from mini_gumbel.experiment.cache import load_or_compute_table
 from mini_gumbel.experiment.configs import METHODS, RerankConfig, default_reader_config
@@ -17,10 +17,9 @@ from mini_gumbel.objective import (exact_objective_loss, objective_step, rloo_ob
 from mini_gumbel.estimators import sample_subsets
 from mini_gumbel.reader import init_reader
 from mini_gumbel.reranker import init_reranker, reranker_forward
+from reader_batches import tiny_world
 
-DATA = DataConfig(n_train=40, n_dev=5, n_test=5, n_candidates=6, k=3, n_names=40, n_per_type=6,
-                  relations=("born_in", "lives_in", "citizen_of", "located_in", "works_for", "based_in"),
-                  n_subject=1, n_target=2, n_bridge=1)
+DATA = tiny_world(n_train=40, n_dev=5, n_test=5, k=3)
 K = 3
 
 

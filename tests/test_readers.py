@@ -4,7 +4,7 @@ mask is dropping documents, exact to float64 round-off), and predictions equal t
 import numpy as np
 import pytest
 
-from mini_gumbel.data import DataConfig, make_dataset
+from mini_gumbel.data import make_dataset
 from mini_gumbel.experiment.configs import default_reader_config
 from mini_gumbel.experiment.evaluate import exact_match_rows
 from mini_gumbel.experiment.readers import answer_nll, final_read_attention, one_doc_logprobs, predict, reader_inputs
@@ -13,10 +13,9 @@ from mini_gumbel.metrics import exact_match
 from mini_gumbel.experiment.train_reranker import _leave_one_out_nll
 from mini_gumbel.reader import greedy_decode, init_reader, reader_forward
 from mini_gumbel.two_pass_reader import soft_flags, two_pass_decode, two_pass_first_hop
+from reader_batches import tiny_world
 
-DATA = DataConfig(n_train=30, n_dev=5, n_test=5, n_candidates=6, k=3, n_names=40, n_per_type=6,
-                  relations=("born_in", "lives_in", "citizen_of", "located_in", "works_for", "based_in"),
-                  n_subject=1, n_target=2, n_bridge=1)
+DATA = tiny_world(n_train=30, n_dev=5, n_test=5, k=3)
 
 
 @pytest.fixture(scope="module", params=["two_pass", "fid"])

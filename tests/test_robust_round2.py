@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mini_gumbel.data import DataConfig, make_dataset
+from mini_gumbel.data import make_dataset
 from mini_gumbel.experiment.configs import RerankConfig, default_reader_config
 from mini_gumbel.experiment.evaluate import check_kappa_grid
 from mini_gumbel.experiment.flags import directory
@@ -30,6 +30,7 @@ from mini_gumbel.reranker import init_reranker
 from mini_gumbel.timing import time_interleaved
 from mini_gumbel.two_pass_reader import TwoPassBatch, soft_flags_backward, two_pass_forward
 from mini_gumbel.validate import check_array, check_finite_output, show
+from reader_batches import tiny_world
 
 NAN, INF = float("nan"), float("inf")
 
@@ -116,9 +117,7 @@ def test_show_names_numpy_types():
 # ---------------------------------------------------------------------------------------------------------
 # 3. the method file checks every argument, by its own name, before it draws noise
 
-DATA = DataConfig(n_train=12, n_dev=2, n_test=2, n_candidates=6, k=2, n_names=40, n_per_type=6,
-                  relations=("born_in", "lives_in", "citizen_of", "located_in", "works_for", "based_in"),
-                  n_subject=1, n_target=2, n_bridge=1)
+DATA = tiny_world(n_train=12, n_dev=2, n_test=2, k=2)
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,10 @@ from mini_gumbel.experiment.configs import MODES, TrainReaderConfig, default_rea
 from mini_gumbel.experiment.evaluate import CONDITIONS, evaluate_reader, format_em_table
 from mini_gumbel.experiment.readers import no_doc_batch
 from mini_gumbel.experiment.train_reader import document_masks, lr_at, train_reader
+from reader_batches import tiny_world
 
 # A tiny world: 3 types, 6 relations, 6 candidates, 40 names (chance EM ~ 1/40).
-TINY_DATA = DataConfig(n_train=600, n_dev=10, n_test=200, n_candidates=6, k=3, n_names=40, n_per_type=6,
-                       relations=("born_in", "lives_in", "citizen_of", "located_in", "works_for", "based_in"),
-                       n_subject=1, n_target=2, n_bridge=1)
+TINY_DATA = tiny_world(n_train=600, n_dev=10, n_test=200, k=3)
 TINY_TRAIN = TrainReaderConfig(steps=8, batch_size=8, lr=3e-3, warmup=2, checkpoint_every=3, log_every=2,
                                dtype="float64")
 

@@ -8,6 +8,7 @@ from mini_gumbel.reader import ReaderConfig, init_reader, reader_backward, reade
 from mini_gumbel.experiment.configs import METHODS, RerankConfig
 from mini_gumbel.experiment.train_reranker import method_loss, train_reranker
 from mini_gumbel.reranker import init_reranker, reranker_backward, reranker_forward
+from reader_batches import tiny_world
 
 
 @pytest.fixture(scope="module")
@@ -89,13 +90,11 @@ def test_method_loss_gradient_matches_finite_differences(tiny, method):
 def test_gumbel_training_with_reused_memory_is_bit_identical(reader):
     """Gumbel Reranking trained with the reader's mask-independent states computed once per example (the
     default) and with the whole reader run every step: the same reranker and history, bit for bit."""
-    from mini_gumbel.data import DataConfig, make_dataset
+    from mini_gumbel.data import make_dataset
     from mini_gumbel.experiment.configs import default_reader_config
     from mini_gumbel.experiment.train_reranker import compute_teachers, train_reranker
 
-    data = DataConfig(n_train=24, n_dev=4, n_test=4, n_candidates=6, k=3, n_names=40, n_per_type=6,
-                      relations=("born_in", "lives_in", "citizen_of", "located_in", "works_for", "based_in"),
-                      n_subject=1, n_target=2, n_bridge=1)
+    data = tiny_world(n_train=24, n_dev=4, n_test=4, k=3)
     splits = make_dataset(data, 0)
     rcfg = default_reader_config(data, reader, d_model=16, d_ff=32, n_enc_layers=1, n_dec_layers=2)
     reader_params = init_reader(rcfg, 1, dtype=np.float32)
@@ -119,14 +118,12 @@ def test_train_reranker_names_a_bad_seed(seed):
 def test_every_method_trains_the_listwise_reranker_from_the_pointwise_one():
     """reranker="listwise": the same seed starts from exactly the bilinear reranker's scores (U = 0, a = 0), and a
     method trains its interaction parameters too (the losses consume score gradients only)."""
-    from mini_gumbel.data import DataConfig, make_dataset
+    from mini_gumbel.data import make_dataset
     from mini_gumbel.experiment.configs import default_reader_config
     from mini_gumbel.experiment.evaluate import score_all
     from mini_gumbel.experiment.train_reranker import initial_reranker
 
-    data = DataConfig(n_train=24, n_dev=4, n_test=4, n_candidates=6, k=3, n_names=40, n_per_type=6,
-                      relations=("born_in", "lives_in", "citizen_of", "located_in", "works_for", "based_in"),
-                      n_subject=1, n_target=2, n_bridge=1)
+    data = tiny_world(n_train=24, n_dev=4, n_test=4, k=3)
     splits = make_dataset(data, 0)
     rcfg = default_reader_config(data, "two_pass", d_model=16, d_ff=32, n_enc_layers=1, n_dec_layers=1)
     reader_params = init_reader(rcfg, 1)
